@@ -1,0 +1,3 @@
+from avatarcli.cli import main
+
+main()

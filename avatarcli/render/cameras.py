@@ -1,0 +1,177 @@
+"""Pinhole cameras: look-at, orbits, and the random samplers the generation recipes use.
+
+Conventions (the same as gsplat's): ``viewmats`` map world to camera coordinates with the
+camera looking along +z, x to the right of the image and y down (OpenCV); ``Ks`` are pixel
+intrinsics with pixel centres at half-integers. World space is y-up, subjects face +z.
+Azimuth 0 looks at the subject's face; positive azimuth moves the camera towards the
+subject's left (+x); elevation is the angle above the horizontal.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass
+class Cameras:
+    """C pinhole cameras of one image size.
+
+    Attributes:
+        viewmats: (C, 4, 4) world-to-camera matrices.
+        Ks: (C, 3, 3) intrinsics.
+        width, height: image size in pixels.
+    """
+
+    viewmats: Tensor
+    Ks: Tensor
+    width: int
+    height: int
+
+    def __len__(self) -> int:
+        return int(self.viewmats.shape[0])
+
+    def to(self, device: torch.device | str) -> Cameras:
+        return Cameras(self.viewmats.to(device), self.Ks.to(device), self.width, self.height)
+
+    def index(self, idx: Tensor | slice | list[int]) -> Cameras:
+        return Cameras(self.viewmats[idx], self.Ks[idx], self.width, self.height)
+
+    @property
+    def centers(self) -> Tensor:
+        """(C, 3) camera positions in world space."""
+        r = self.viewmats[:, :3, :3]
+        t = self.viewmats[:, :3, 3]
+        return -(r.transpose(1, 2) @ t[..., None])[..., 0]
+
+    def project(self, points: Tensor) -> tuple[Tensor, Tensor]:
+        """Project world points (C, P, 3), one set per camera.
+
+        Returns:
+            pixels: (C, P, 2) image coordinates; depth: (C, P) camera-space z.
+        """
+        cam = (self.viewmats[:, None, :3, :3] @ points[..., None])[..., 0] + self.viewmats[:, None, :3, 3]
+        z = cam[..., 2]
+        uv = cam[..., :2] / z.clamp_min(1e-8)[..., None]
+        k = self.Ks
+        px = uv[..., 0] * k[:, None, 0, 0] + k[:, None, 0, 2]
+        py = uv[..., 1] * k[:, None, 1, 1] + k[:, None, 1, 2]
+        return torch.stack([px, py], dim=-1), z
+
+
+def look_at(eye: Tensor, target: Tensor, up: Tensor | None = None) -> Tensor:
+    """World-to-camera matrices (C, 4, 4) for cameras at ``eye`` (C, 3) looking at ``target`` (C, 3)."""
+    if up is None:
+        up = torch.tensor([0.0, 1.0, 0.0], device=eye.device, dtype=eye.dtype).expand_as(eye)
+    forward = F.normalize(target - eye, dim=-1)
+    right = torch.cross(forward, up, dim=-1)
+    # looking straight up or down: any right vector will do
+    degenerate = right.norm(dim=-1, keepdim=True) < 1e-6
+    right = torch.where(degenerate, torch.tensor([1.0, 0.0, 0.0], device=eye.device, dtype=eye.dtype).expand_as(right), right)
+    right = F.normalize(right, dim=-1)
+    down = torch.cross(forward, right, dim=-1)
+    rot = torch.stack([right, down, forward], dim=1)  # rows: camera axes in world space
+    view = torch.eye(4, device=eye.device, dtype=eye.dtype).repeat(len(eye), 1, 1)
+    view[:, :3, :3] = rot
+    view[:, :3, 3] = -(rot @ eye[..., None])[..., 0]
+    return view
+
+
+def intrinsics(fovy_deg: Tensor, width: int, height: int) -> Tensor:
+    """Intrinsics (C, 3, 3) for vertical fields of view ``fovy_deg`` (C,), square pixels."""
+    fy = 0.5 * height / torch.tan(torch.deg2rad(fovy_deg) * 0.5)
+    k = torch.zeros(len(fovy_deg), 3, 3, device=fovy_deg.device, dtype=fovy_deg.dtype)
+    k[:, 0, 0] = fy
+    k[:, 1, 1] = fy
+    k[:, 0, 2] = 0.5 * width
+    k[:, 1, 2] = 0.5 * height
+    k[:, 2, 2] = 1.0
+    return k
+
+
+def orbit_positions(target: Tensor, distance: Tensor, azimuth_deg: Tensor, elevation_deg: Tensor) -> Tensor:
+    """Camera positions (C, 3) around ``target`` (3,) or (C, 3)."""
+    az, el = torch.deg2rad(azimuth_deg), torch.deg2rad(elevation_deg)
+    offset = torch.stack([torch.cos(el) * torch.sin(az), torch.sin(el), torch.cos(el) * torch.cos(az)], dim=-1)
+    return target + distance[..., None] * offset
+
+
+def orbit(
+    target: Tensor,
+    distance: float | Tensor,
+    azimuth_deg: Tensor,
+    elevation_deg: float | Tensor,
+    fovy_deg: float | Tensor,
+    width: int,
+    height: int,
+) -> Cameras:
+    """Cameras on a sphere around ``target`` (3,), one per azimuth in ``azimuth_deg`` (C,)."""
+    c = len(azimuth_deg)
+    like = azimuth_deg
+
+    def full(v: float | Tensor) -> Tensor:
+        return torch.as_tensor(v, dtype=like.dtype, device=like.device).expand(c).clone()
+
+    eye = orbit_positions(target.to(like), full(distance), azimuth_deg, full(elevation_deg))
+    return Cameras(look_at(eye, target.to(like).expand_as(eye)), intrinsics(full(fovy_deg), width, height), width, height)
+
+
+def framing_distance(radius: float, fovy_deg: float, fill: float = 0.85) -> float:
+    """Distance at which a sphere of ``radius`` fills ``fill`` of the image height."""
+    return radius / (fill * math.tan(math.radians(fovy_deg) * 0.5))
+
+
+@dataclass(frozen=True)
+class CameraRanges:
+    """Uniform ranges for random training cameras.
+
+    Distances are in units of the subject's radius divided by 0.5 (the recipes' numbers are
+    for subjects normalised to radius 0.5), so the same ranges serve a 25 cm head and a
+    1.7 m body.
+    """
+
+    distance: tuple[float, float] = (1.5, 2.0)
+    fovy_deg: tuple[float, float] = (40.0, 70.0)
+    elevation_deg: tuple[float, float] = (-30.0, 30.0)
+    azimuth_deg: tuple[float, float] = (-180.0, 180.0)
+
+
+HEAD_RANGES = CameraRanges()
+BODY_RANGES = CameraRanges(distance=(1.0, 2.0))
+
+
+@dataclass
+class CameraSample:
+    """Random cameras and the view parameters they were drawn with (for view prompts)."""
+
+    cameras: Cameras
+    azimuth_deg: Tensor  # (C,) relative to the subject's face direction, in (-180, 180]
+    elevation_deg: Tensor  # (C,)
+
+
+def sample_cameras(
+    n: int,
+    target: Tensor,
+    radius: float,
+    ranges: CameraRanges,
+    width: int,
+    height: int,
+    generator: torch.Generator,
+) -> CameraSample:
+    """Draw ``n`` cameras looking at ``target`` (3,) around a subject of ``radius`` metres."""
+
+    def uniform(lo_hi: tuple[float, float]) -> Tensor:
+        lo, hi = lo_hi
+        return lo + (hi - lo) * torch.rand(n, generator=generator)
+
+    dist = uniform(ranges.distance) * (radius / 0.5)
+    fovy = uniform(ranges.fovy_deg)
+    el = uniform(ranges.elevation_deg)
+    az = uniform(ranges.azimuth_deg)
+    eye = orbit_positions(target.cpu(), dist, az, el)
+    cams = Cameras(look_at(eye, target.cpu().expand_as(eye)), intrinsics(fovy, width, height), width, height)
+    return CameraSample(cams.to(target.device), az.to(target.device), el.to(target.device))

@@ -1,0 +1,180 @@
+"""The built-in mannequins: official file layouts, smplx parity, skeleton, face rig."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import numpy as np
+import pytest
+import smplx
+import torch
+from smplx.joint_names import JOINT_NAMES
+
+from avatarcli.errors import AvatarError
+from avatarcli.templates import builtin_root, load_template
+from avatarcli.templates.skeletons import FLAME_PARENTS, OPENPOSE18_FROM_SMPLX, SMPLX_JOINT_NAMES, SMPLX_PARENTS
+
+from helpers import random_pose
+
+
+def _quiet_create(root, **kw):
+    with contextlib.redirect_stdout(io.StringIO()):
+        return smplx.create(str(root), **kw)
+
+
+def test_files_load_through_smplx_create():
+    head = _quiet_create(builtin_root("head"), model_type="flame", ext="npz", use_face_contour=True)
+    body = _quiet_create(builtin_root("body"), model_type="smplx", ext="npz", use_pca=False)
+    out_h, out_b = head(), body()
+    assert out_h.vertices.shape[1] > 3000 and torch.isfinite(out_h.vertices).all()
+    assert out_b.vertices.shape[1] > 8000 and torch.isfinite(out_b.vertices).all()
+    assert head.NUM_JOINTS == 5 and body.NUM_JOINTS == 54
+
+
+@pytest.mark.parametrize("kind", ["head", "body"])
+def test_posing_matches_smplx(kind, head_template, body_template):
+    tpl = head_template if kind == "head" else body_template
+    pose = random_pose(tpl, 3, seed=1)
+    betas = torch.randn(tpl.num_betas, generator=torch.Generator().manual_seed(2))
+    ours = tpl.pose(pose, betas)
+    verts, joints = tpl.smplx_forward(pose, betas)
+    assert (ours.vertices - verts).abs().max() < 1e-5
+    assert (ours.joints - joints[:, : tpl.num_joints]).abs().max() < 1e-5
+    # the transforms skin the unposed vertices into the posed ones
+    from avatarcli.templates import skin_points
+
+    again = skin_points(ours.unposed, tpl.weights, ours.transforms)
+    assert (again - verts).abs().max() < 1e-5
+
+
+def test_joint_order_and_parents_are_official(body_template, head_template):
+    assert tuple(JOINT_NAMES[:55]) == SMPLX_JOINT_NAMES
+    assert tuple(body_template.parents.tolist()) == (-1, *SMPLX_PARENTS[1:])
+    assert tuple(head_template.parents.tolist()) == (-1, *FLAME_PARENTS[1:])
+    # the kinematic tree of the official SMPL-X release, spelled out by name
+    names = SMPLX_JOINT_NAMES
+    parent = {names[i]: names[p] for i, p in enumerate(SMPLX_PARENTS) if p >= 0}
+    assert parent["left_elbow"] == "left_shoulder" and parent["left_wrist"] == "left_elbow"
+    assert parent["jaw"] == "head" and parent["left_eye_smplhf"] == "head"
+    assert parent["left_index1"] == "left_wrist" and parent["right_thumb3"] == "right_thumb2"
+    assert parent["neck"] == "spine3" and parent["left_collar"] == "spine3"
+
+
+def test_body_joints_sit_where_a_body_has_them(body_template):
+    j = body_template._rest_joints()
+    n = SMPLX_JOINT_NAMES
+    y = {name: float(j[n.index(name), 1]) for name in n}
+    assert y["left_ankle"] < y["left_knee"] < y["left_hip"] < y["spine1"] < y["spine3"] < y["neck"] < y["head"]
+    assert float(j[n.index("left_wrist"), 0]) > float(j[n.index("left_elbow"), 0]) > float(j[n.index("left_shoulder"), 0]) > 0
+    assert float(j[n.index("right_wrist"), 0]) < 0
+    verts = body_template.v_template
+    height = float(verts[:, 1].max() - verts[:, 1].min())
+    assert 1.5 < height < 1.9
+
+
+def test_openpose_and_hands_follow_the_smplx_map(body_template):
+    posed = body_template.pose(random_pose(body_template, 2, seed=3))
+    op = body_template.openpose18(posed)
+    assert op.shape == (2, 18, 3)
+    assert torch.allclose(op[:, 1], posed.joints[:, 12])  # neck
+    assert torch.allclose(op[:, 4], posed.joints[:, 21])  # right wrist
+    hands = body_template.hand_keypoints(posed)
+    assert hands.shape == (2, 2, 21, 3)
+    assert torch.allclose(hands[:, 0, 0], posed.joints[:, 20])  # left wrist first
+    assert OPENPOSE18_FROM_SMPLX[0] == 55  # nose, the first of smplx's extra joints
+
+
+def test_extra_joints_are_on_the_right_body_parts(body_template):
+    v = body_template.v_template
+    idx = body_template.extra_joints_idxs
+    nose, reye, leye, rear, lear = (v[i] for i in idx[:5])
+    assert nose[2] > leye[2] > lear[2]  # nose in front of eyes in front of ears
+    assert leye[0] > 0 > reye[0] and lear[0] > 0 > rear[0]
+    ltoe, rtoe = v[idx[5]], v[idx[8]]
+    assert ltoe[1] < -0.9 and ltoe[0] > 0 > rtoe[0]
+    ltips = v[idx[11:16]]
+    assert (ltips[:, 0] > 0.75).all()  # fingertips far out on the left arm
+
+
+def test_eyes_turn_with_their_joints(head_template):
+    tpl = head_template
+    pose = tpl.zero_pose(1)
+    rest = tpl.pose(pose).vertices[0]
+    pose.rotations[0, 3] = torch.tensor([0.0, 0.5, 0.0])
+    moved = tpl.pose(pose).vertices[0]
+    eye = tpl.weights[:, 3] > 0.99
+    assert eye.sum() > 100
+    assert (moved[eye] - rest[eye]).norm(dim=-1).max() > 0.004
+    assert (moved[~eye] - rest[~eye]).norm(dim=-1).max() < 1e-6
+    # the iris point turns towards +x (the head's left)
+    iris = tpl.irises(tpl.pose(pose))[0, 0]
+    assert iris[0] > tpl._rest_joints()[3, 0] + 0.004
+
+
+def test_expressions_are_not_jaw_rotation(head_template):
+    tpl = head_template
+    rest = tpl.v_template
+    region = {
+        "mouth": (rest[:, 1] < -0.05) & (rest[:, 1] > -0.09) & (rest[:, 2] > 0.07),
+        "brow": (rest[:, 1] > 0.015) & (rest[:, 1] < 0.045) & (rest[:, 2] > 0.06),
+        "lids": ((rest - torch.tensor([0.032, 0.005, 0.0575])).norm(dim=-1) < 0.016) & (rest[:, 1] > 0.008),
+        "cheek": (rest[:, 0].abs() > 0.03) & (rest[:, 1] < -0.03) & (rest[:, 1] > -0.08) & (rest[:, 2] > 0.04),
+    }
+    dirs = tpl.exprdirs.norm(dim=1)  # (V, E)
+    moving = {name: dirs[mask].max(0).values > 1e-3 for name, mask in region.items()}
+    for name, m in moving.items():
+        assert m.any(), f"no expression moves the {name}"
+    # jaw rotation moves the chin but leaves the brow and lids; expressions do the opposite
+    pose = tpl.zero_pose(1)
+    pose.rotations[0, 2, 0] = 0.3
+    jaw = (tpl.pose(pose).vertices[0] - rest).norm(dim=-1)
+    assert jaw[region["brow"]].max() < 1e-3 and jaw[region["lids"]].max() < 1e-3  # under a millimetre
+    assert jaw[(rest[:, 1] < -0.10) & (rest[:, 2] > 0.05)].max() > 0.01
+    assert moving["brow"].sum() >= 2 and moving["lids"].sum() >= 1
+
+
+def test_landmarks_and_contours_sit_on_the_face(head_template, body_template):
+    for tpl in (head_template, body_template):
+        posed = tpl.pose(tpl.zero_pose(1))
+        lm = tpl.landmarks68(posed)[0]
+        assert lm.shape == (68, 3)
+        assert lm[36:48, 1].mean() > lm[48:68, 1].mean()  # eyes above the mouth
+        assert lm[30, 2] == lm[:, 2].max()  # the nose tip is the most forward landmark
+        groups = {n: pts for n, _, pts in tpl.face_contours(posed)}
+        assert {"face_oval", "left_eye", "right_eye", "lips_outer", "lips_inner"} <= set(groups)
+        assert groups["left_eye"][0, :, 0].mean() > 0 > groups["right_eye"][0, :, 0].mean()
+
+
+def test_builds_are_deterministic():
+    from avatarcli.templates import head_mannequin
+
+    a, b = head_mannequin.build(), head_mannequin.build()
+    assert np.array_equal(a.faces, b.faces)
+    assert np.array_equal(a.v_template, b.v_template)
+    assert np.array_equal(a.weights, b.weights)
+
+
+def test_user_template_errors_name_what_is_missing(tmp_path):
+    with pytest.raises(AvatarError, match="does not exist"):
+        load_template("body", tmp_path / "nope")
+    with pytest.raises(AvatarError, match="SMPLX_NEUTRAL"):
+        load_template("body", tmp_path)
+    flame = tmp_path / "flame"
+    flame.mkdir()
+    (flame / "FLAME_NEUTRAL.npz").write_bytes((builtin_root("head") / "flame" / "FLAME_NEUTRAL.npz").read_bytes())
+    with pytest.raises(AvatarError, match="flame_static_embedding"):
+        load_template("head", flame)
+    with pytest.raises(AvatarError, match="unknown model kind"):
+        load_template("tail")
+
+
+def test_user_files_drop_in_with_the_same_layout(tmp_path):
+    import shutil
+
+    shutil.copytree(builtin_root("body") / "smplx", tmp_path / "smplx")
+    tpl = load_template("body", tmp_path / "smplx" / "SMPLX_NEUTRAL.npz")
+    assert tpl.num_joints == 55 and tpl.name == "SMPLX_NEUTRAL"
+    shutil.copytree(builtin_root("head") / "flame", tmp_path / "flame")
+    head = load_template("head", tmp_path / "flame")
+    assert head.num_joints == 5
