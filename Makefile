@@ -7,11 +7,11 @@ DEMO ?= demo-output
 
 .PHONY: test demo venv lint clean
 
+# torch first, pinned: 2.13.0 is the CPU build available locally; any other spec would
+# pull gigabytes of CUDA packages
 venv:
 	rm -rf $(VENV)
 	python3 -m venv $(VENV)
-	# torch first, pinned: 2.13.0 is the CPU build available locally; any other spec
-	# would pull gigabytes of CUDA packages
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test]"
 

@@ -8,6 +8,7 @@ vertices and joints but not the per-joint transforms that Gaussians need, so
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -147,15 +148,21 @@ class Template:
         return int(self.v_template.shape[0])
 
     def to(self, device: torch.device | str) -> Template:
-        """Moves the template's tensors (not the smplx module) to ``device``; returns self."""
-        self.device = torch.device(device)
+        """A copy of the template with its tensors (not the smplx module) on ``device``."""
+        if torch.device(device) == self.device:
+            return self
+        out = copy.copy(self)
+        out._move(torch.device(device))
+        return out
+
+    def _move(self, device: torch.device) -> None:
+        self.device = device
         for key in ("v_template", "faces", "shapedirs", "exprdirs", "posedirs", "j_regressor", "parents", "weights",
                     "lmk_faces_idx", "lmk_bary", "contour_faces_idx", "contour_bary", "extra_joints_idxs"):  # fmt: skip
             value = getattr(self, key)
             if value is not None:
                 setattr(self, key, value.to(self.device))
         self._contours = [(n, c, f.to(self.device), b.to(self.device)) for n, c, f, b in self._contours]
-        return self
 
     # -- posing ------------------------------------------------------------------------
     def zero_pose(self, batch: int = 1) -> Pose:
