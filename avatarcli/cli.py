@@ -198,6 +198,161 @@ def render(
     summary("avatar render", [("wrote", output), ("views", str(views)), ("size", f"{wh[0]}x{wh[1]}")])
 
 
+def _load_motion(spec: str, kind: str | None, fps: float | None = None):  # type: ignore[no-untyped-def]
+    """A motion file, or the name of a built-in motion."""
+    from avatarcli.motion.builtin import builtin_motion, find_builtin
+    from avatarcli.motion.readers import read_motion
+
+    path = Path(spec)
+    if not path.exists() and path.suffix == "" and find_builtin(spec, kind) is not None:
+        return builtin_motion(spec, kind)
+    return read_motion(path, fps)
+
+
+@app.command()
+def animate(
+    avatar: Annotated[str, typer.Argument(help="An .avatar file ('-' reads stdin).")],
+    motion: Annotated[
+        str,
+        typer.Argument(help="A motion file (AMASS .npz, Motion-X/TalkSHOW .npy, FLAME .npz) or a built-in name (see 'avatar motions')."),
+    ],
+    output: Annotated[str, typer.Option("--output", "-o", help="A folder of PNG frames, an .mp4 or a .gif.")],
+    fps: Annotated[Optional[float], typer.Option(help="Output frame rate (default: the motion's).")] = None,
+    size: Annotated[str, typer.Option(help="Frame size: N or WxH.")] = "512",
+    camera: Annotated[str, typer.Option(help="front (fixed, frames the whole clip), follow (tracks the root) or orbit.")] = "front",
+    distance: Annotated[Optional[float], typer.Option(help="Camera distance in metres (default: framed).")] = None,
+    elevation: Annotated[Optional[float], typer.Option(help="Camera elevation in degrees.")] = None,
+    azimuth: Annotated[float, typer.Option(help="Camera azimuth in degrees; 0 faces the avatar.")] = 0.0,
+    background: Annotated[str, typer.Option(help="white, black, gray, #rrggbb or r,g,b.")] = "white",
+    start: Annotated[Optional[float], typer.Option(help="First second of the motion to use.")] = None,
+    end: Annotated[Optional[float], typer.Option(help="Last second of the motion to use.")] = None,
+    motion_fps: Annotated[Optional[float], typer.Option("--motion-fps", help="Frame rate of .npy motions, which do not store one.")] = None,
+    batch: Annotated[int, typer.Option(help="Frames rendered together.")] = 8,
+    template: TemplateOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Drive an avatar with a motion and write frames or a video."""
+    from rich.progress import TextColumn
+
+    from avatarcli import avatar as avatar_file
+    from avatarcli.animate import AnimateOptions, duration_text, expression_notice, plan_frames, render_frames
+    from avatarcli.console import progress, warn
+    from avatarcli.devices import resolve_device
+    from avatarcli.frames import FrameWriter, output_kind
+    from avatarcli.templates import load_template
+
+    output_kind(output)
+    if str(output) != "-":
+        from avatarcli.fileio import check_writable
+
+        check_writable(output)
+    if fps is not None and fps <= 0:
+        raise AvatarError(f"--fps must be positive (got {fps})")
+    if batch < 1:
+        raise AvatarError("--batch must be at least 1")
+    wh = parse_size(size)
+    opts = AnimateOptions(
+        fps=fps, size=wh, camera=camera, distance=distance, elevation=elevation, azimuth=azimuth,
+        background=parse_color(background), start=start, end=end, batch=batch,
+    )  # fmt: skip
+    dev = resolve_device(device)
+    av = avatar_file.load(avatar)
+    mot = _load_motion(motion, av.kind, motion_fps)
+    tpl = load_template(av.kind, template, dev)
+    plan = plan_frames(av, tpl, mot, opts)
+    if plan.retarget.converted_from:
+        warn(plan.retarget.converted_from)
+    notice = expression_notice(plan.retarget)
+    if notice:
+        warn(notice)
+    with progress(TextColumn("{task.fields[rate]}")) as bar, FrameWriter(output, plan.fps, wh) as writer:
+        task = bar.add_task("rendering", total=len(plan), rate="")
+        for frames in render_frames(av, tpl, plan, opts.background, batch):
+            for frame in frames:
+                writer.add(frame)
+            bar.advance(task, len(frames))
+            speed = bar.tasks[0].speed
+            bar.update(task, rate=f"{speed:.1f} frames/s" if speed else "")
+    summary("avatar animate", [("wrote", output), ("motion", mot.source), ("frames", duration_text(len(plan), plan.fps)),
+                               ("size", f"{wh[0]}x{wh[1]}"), ("camera", camera)])  # fmt: skip
+
+
+@app.command()
+def motions(
+    name: Annotated[Optional[str], typer.Argument(help="A built-in motion to write out; omit to list them.")] = None,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Where to write it (.npz).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="head or body, for names both kinds have (turn).")] = None,
+    seconds: Annotated[Optional[float], typer.Option(help="Length in seconds (default: the motion's own).")] = None,
+    fps: Annotated[float, typer.Option(help="Frame rate.")] = 30.0,
+) -> None:
+    """List the built-in motions, or write one as an editable .npz."""
+    from rich.table import Table
+
+    from avatarcli.motion.builtin import BUILTINS, builtin_motion
+    from avatarcli.motion.readers import write_motion
+
+    if name is None:
+        table = Table(title="built-in motions")
+        for col in ("name", "for", "seconds", "what"):
+            table.add_column(col)
+        for kind, group in BUILTINS.items():
+            for n, spec in group.items():
+                table.add_row(n, kind, f"{spec.seconds:g}", spec.description)
+        console.print(table)
+        return
+    if model is not None and model not in ("head", "body"):
+        raise AvatarError(f"unknown model kind {model!r}: choose head or body")
+    if output is None:
+        raise AvatarError("say where to write the motion with -o FILE.npz")
+    if not output.lower().endswith(".npz"):
+        raise AvatarError(f"motions are written as .npz (got {output})")
+    mot = builtin_motion(name, model, seconds, fps)
+    from avatarcli.fileio import check_writable
+
+    check_writable(output)
+    write_motion(mot, output)
+    summary("avatar motions", [("wrote", output), ("motion", f"{name} ({mot.kind})"), ("frames", f"{len(mot)} at {fps:g} fps")])
+
+
+@app.command()
+def export(
+    avatar: Annotated[str, typer.Argument(help="An .avatar file ('-' reads stdin).")],
+    output: Annotated[str, typer.Option("--output", "-o", help=".ply (3DGS), .compressed.ply, .splat, .glb, or a folder with --sequence.")],
+    fmt: Annotated[Optional[str], typer.Option("--format", help="ply, compressed-ply, splat or glb (default: from the name).")] = None,
+    motion: Annotated[
+        Optional[str], typer.Option(help="Pose the avatar with this motion (file or built-in name); for .glb it becomes the animation.")
+    ] = None,
+    frame: Annotated[Optional[int], typer.Option(help="Which motion frame to export (default 0).")] = None,
+    sequence: Annotated[bool, typer.Option(help="Write one .ply per motion frame into the output folder.")] = False,
+    sh_degree: Annotated[int, typer.Option(help="SH degree written to .ply (3 suits every viewer; missing bands are zero).")] = 3,
+    motion_fps: Annotated[Optional[float], typer.Option("--motion-fps", help="Frame rate of .npy motions, which do not store one.")] = None,
+    template: TemplateOpt = None,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Export to files other tools open: 3DGS .ply / .splat, or a skinned .glb for game engines."""
+    from avatarcli import avatar as avatar_file
+    from avatarcli.devices import resolve_device
+    from avatarcli.export import export_avatar, format_for
+    from avatarcli.fileio import check_writable
+    from avatarcli.templates import load_template
+
+    if not sequence:
+        format_for(output, fmt)
+    check_writable(output)
+    if not 0 <= sh_degree <= 3:
+        raise AvatarError("--sh-degree must be between 0 and 3")
+    if frame is not None and motion is None:
+        raise AvatarError("--frame needs --motion")
+    av = avatar_file.load(avatar)
+    mot = _load_motion(motion, av.kind, motion_fps) if motion is not None else None
+    tpl = load_template(av.kind, template, resolve_device(device))
+    written = export_avatar(av, tpl, output, fmt, mot, frame, sequence, sh_degree)
+    rows = [("wrote", output if len(written) == 1 else f"{output}/ ({len(written)} files)"), ("Gaussians", f"{len(av):,}")]
+    if mot is not None:
+        rows.append(("motion", mot.source))
+    summary("avatar export", rows)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the app and turns every failure into one line and an exit code."""
     command = typer.main.get_command(app)

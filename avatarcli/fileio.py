@@ -19,6 +19,17 @@ from avatarcli.errors import AvatarError
 STDIO = "-"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publish_mode(path: Path, folder: bool = False) -> None:
+    """Temporary files are created private (0600/0700); give the result the usual mode."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~_umask())
+
+
 def read_bytes(path: str | Path, what: str = "file") -> bytes:
     """The whole content of ``path`` (``-`` reads stdin)."""
     if str(path) == STDIO:
@@ -67,6 +78,7 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        _publish_mode(tmp)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -88,6 +100,7 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{target.name}.partial-"))
     try:
         yield tmp
+        _publish_mode(tmp, folder=True)
         if target.exists():
             old = Path(tempfile.mkdtemp(dir=parent, prefix=f".{target.name}.old-"))
             os.replace(target, old / "x")
