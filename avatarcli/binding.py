@@ -162,7 +162,7 @@ def deform(gaussians: Gaussians, binding: Binding, template: Template, posed: Po
         world_quats = quat_multiply(matrix_to_quat(r), quats[None].expand(r.shape[0], -1, -1))
         world_scales = kk * scales[None]
     else:
-        offsets = _surface_offsets(template, posed, binding)
+        offsets = surface_offsets(template, posed, binding)
         rest = gaussians.means[None] + offsets
         t = torch.einsum("nj,bjk->bnk", binding.weights, posed.transforms.reshape(posed.transforms.shape[0], -1, 16))
         t = t.reshape(t.shape[0], t.shape[1], 4, 4)
@@ -173,7 +173,7 @@ def deform(gaussians: Gaussians, binding: Binding, template: Template, posed: Po
     return PosedGaussians(means, world_quats, world_scales, torch.sigmoid(gaussians.opacity_logits), gaussians.sh)
 
 
-def _surface_offsets(template: Template, posed: Posed, binding: SkinningBinding) -> Tensor:
+def surface_offsets(template: Template, posed: Posed, binding: SkinningBinding) -> Tensor:
     """Blend-shape displacement (B, N, 3) of each Gaussian's surface point, before skinning."""
     corners = template.faces[binding.face_idx]  # (N, 3)
     disp = posed.unposed[:, corners] - template.v_template[corners][None]  # (B, N, 3, 3)

@@ -198,6 +198,63 @@ def render(
     summary("avatar render", [("wrote", output), ("views", str(views)), ("size", f"{wh[0]}x{wh[1]}")])
 
 
+@app.command()
+def rig(
+    source: Annotated[
+        str, typer.Argument(metavar="INPUT", help="An .avatar to re-rig, or a 3DGS .ply from any tool (in the template's rest pose).")
+    ],
+    output: OutputOpt,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="head or body (needed for a .ply).")] = None,
+    template: TemplateOpt = None,
+    fit: Annotated[bool, typer.Option(help="Scale and move a .ply onto the template by bounding boxes first.")] = False,
+    max_distance: Annotated[
+        Optional[float], typer.Option(help="Metres from the template beyond which Gaussians count as far (default: 0.3 x its radius).")
+    ] = None,
+    drop_far: Annotated[bool, typer.Option(help="Remove the far Gaussians.")] = False,
+    smooth: Annotated[bool, typer.Option(help="Smooth body weights over neighbouring Gaussians (hair, clothes).")] = True,
+) -> None:
+    """Bind Gaussians to a template's skeleton or mesh so they can be animated."""
+    from rich.table import Table
+
+    from avatarcli import avatar as avatar_file
+    from avatarcli.export.ply import read_ply
+    from avatarcli.fileio import check_writable
+    from avatarcli.rig import rig_avatar, rig_splat
+    from avatarcli.templates import load_template
+
+    check_writable(output)
+    if model is not None and model not in ("head", "body"):
+        raise AvatarError(f"unknown model kind {model!r}: choose head or body")
+    kwargs = {"max_distance": max_distance, "drop_far": drop_far, "smooth": smooth}
+    if source.lower().endswith(".ply"):
+        if model is None:
+            raise AvatarError("say what the splat is with --model head or --model body")
+        tpl = load_template(model, template)
+        av, report = rig_splat(read_ply(source), tpl, fit=fit, **kwargs)
+    else:
+        av = avatar_file.load(source)
+        if model is not None and model != av.kind:
+            raise AvatarError(f"{source} is a {av.kind} avatar, not a {model}")
+        if fit:
+            raise AvatarError("--fit applies to .ply input; an avatar is already on its template")
+        tpl = load_template(av.kind, template)
+        av, report = rig_avatar(av, tpl, **kwargs)
+    av.add_history(_command_line())
+    avatar_file.save(av, output)
+    table = Table(title="rigged", show_header=True)
+    table.add_column("follows")
+    table.add_column("Gaussians", justify="right")
+    for name, count in sorted(report.per_part.items(), key=lambda kv: -kv[1])[:12]:
+        table.add_row(name, f"{count:,}")
+    console.print(table)
+    far = f"{report.far:,} beyond {report.max_distance:.3f} m" + (f" ({report.dropped:,} dropped)" if report.dropped else "")
+    rows = [("wrote", output if output != "-" else "stdout"), ("Gaussians", f"{report.count:,}"), ("far", far)]
+    if report.fit is not None:
+        s, t = report.fit
+        rows.append(("fit", f"scale {s:.4f}, then move by ({t[0]:.3f}, {t[1]:.3f}, {t[2]:.3f}) m"))
+    summary("avatar rig", rows)
+
+
 def _load_motion(spec: str, kind: str | None, fps: float | None = None):  # type: ignore[no-untyped-def]
     """A motion file, or the name of a built-in motion."""
     from avatarcli.motion.builtin import builtin_motion, find_builtin
