@@ -29,7 +29,7 @@ from safetensors.torch import save as st_save
 from torch import Tensor
 
 from avatarcli import __version__
-from avatarcli.binding import Binding, SkinningBinding, TriangleBinding
+from avatarcli.binding import Binding, ResidualWeights, SkinningBinding, TriangleBinding
 from avatarcli.errors import AvatarError
 from avatarcli.fileio import read_bytes, write_bytes
 from avatarcli.gaussians import Gaussians
@@ -115,8 +115,14 @@ def to_bytes(avatar: Avatar) -> bytes:
     tensors.update({f"binding.{k}": v for k, v in avatar.binding.tensors().items()})
     tensors["template.betas"] = avatar.betas
     tensors.update(avatar.extra)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     meta = dict(avatar.meta)
+    residual = getattr(avatar.binding, "residual", None)
+    if residual is not None:
+        tensors.update({f"binding.residual.{k}": v for k, v in residual.state_dict().items()})
+        meta["residual"] = residual.config
+    else:
+        meta.pop("residual", None)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     meta.update(format=FORMAT, version=VERSION, kind=avatar.kind, binding=avatar.binding.kind)
     return st_save(tensors, metadata={"avatarcli": json.dumps(meta)})
 
@@ -161,7 +167,7 @@ def from_bytes(data: bytes, name: str = "input") -> Avatar:
         raise AvatarError(f"{name} is corrupt or truncated ({exc})") from exc
     try:
         return _assemble(meta, tensors)
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, RuntimeError, TypeError) as exc:
         raise AvatarError(f"{name} is not a valid avatar: {exc}") from exc
 
 
@@ -186,6 +192,12 @@ def _assemble(meta: dict[str, Any], tensors: dict[str, Tensor]) -> Avatar:
             raise ValueError("skinning weights or barycentric coordinates do not match the Gaussians")
         if not bool(torch.isfinite(binding.weights).all()):
             raise ValueError("skinning weights hold NaN or infinite values")
+        if "residual" in meta:
+            res = ResidualWeights(**meta["residual"])
+            prefix = "binding.residual."
+            state = {k[len(prefix) :]: tensors.pop(k) for k in list(tensors) if k.startswith(prefix)}
+            res.load_state_dict(state)
+            binding.residual = res
     else:
         raise ValueError(f"unknown binding {meta.get('binding')!r}")
     if binding.face_idx.shape != (n,):

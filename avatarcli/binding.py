@@ -20,6 +20,7 @@ Two bindings:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 
 import numpy as np
@@ -51,6 +52,39 @@ class TriangleBinding:
         return {"face_idx": self.face_idx}
 
 
+class ResidualWeights(torch.nn.Module):
+    """GaussianMotion's learnt correction to skinning weights:
+    ``w = normalize(relu(w_template + MLP(x)))`` for rest positions x.
+
+    Args:
+        num_joints: J.
+        scale: metres that map to 1 before the positional encoding (the template's radius).
+        frequencies: sin/cos octaves of the encoding; width: hidden units.
+    """
+
+    def __init__(self, num_joints: int, scale: float, frequencies: int = 4, width: int = 64) -> None:
+        super().__init__()
+        self.config = {"num_joints": num_joints, "scale": float(scale), "frequencies": frequencies, "width": width}
+        dims = 3 + 6 * frequencies
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(dims, width),
+            torch.nn.ReLU(),
+            torch.nn.Linear(width, width),
+            torch.nn.ReLU(),
+            torch.nn.Linear(width, num_joints),
+        )
+        torch.nn.init.zeros_(self.net[-1].weight)  # starts as the template's weights
+        torch.nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, points: Tensor) -> Tensor:
+        """Weight corrections (N, J) for rest positions (N, 3)."""
+        x = points / self.config["scale"]
+        bands = [x]
+        for k in range(self.config["frequencies"]):
+            bands += [torch.sin((2.0**k) * math.pi * x), torch.cos((2.0**k) * math.pi * x)]
+        return self.net(torch.cat(bands, dim=-1))
+
+
 @dataclass
 class SkinningBinding:
     """Linear-blend skinning of rest-pose Gaussians.
@@ -59,31 +93,44 @@ class SkinningBinding:
         weights: (N, J) skinning weights, rows summing to one.
         face_idx: (N,) int64 nearest template triangle (carries blend-shape offsets).
         bary: (N, 3) barycentric coordinates of the nearest point on that triangle.
+        residual: optional learnt weight correction (shared by all Gaussians).
     """
 
     weights: Tensor
     face_idx: Tensor
     bary: Tensor
+    residual: ResidualWeights | None = None
 
     kind = "skinning"
 
     def select(self, idx: Tensor) -> SkinningBinding:
-        return SkinningBinding(self.weights[idx], self.face_idx[idx], self.bary[idx])
+        return SkinningBinding(self.weights[idx], self.face_idx[idx], self.bary[idx], self.residual)
 
     def to(self, device: torch.device | str) -> SkinningBinding:
-        return SkinningBinding(self.weights.to(device), self.face_idx.to(device), self.bary.to(device))
+        res = self.residual.to(device) if self.residual is not None else None
+        return SkinningBinding(self.weights.to(device), self.face_idx.to(device), self.bary.to(device), res)
 
     def tensors(self) -> dict[str, Tensor]:
         return {"weights": self.weights, "face_idx": self.face_idx, "bary": self.bary}
+
+    def effective_weights(self, means: Tensor) -> Tensor:
+        """The weights used for posing: the stored ones, corrected by the residual if any."""
+        if self.residual is None:
+            return self.weights
+        w = torch.relu(self.weights + self.residual(means))
+        return w / w.sum(dim=-1, keepdim=True).clamp_min(1e-8)
 
 
 Binding = TriangleBinding | SkinningBinding
 
 
 def cat_bindings(parts: list[Binding]) -> Binding:
-    """Concatenate bindings of one kind."""
+    """Concatenate bindings of one kind (a residual network, if any, is the first part's)."""
     first = parts[0]
-    return type(first)(**{f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in fields(first)})
+    merged = {f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in fields(first) if f.name != "residual"}
+    if isinstance(first, SkinningBinding):
+        merged["residual"] = first.residual
+    return type(first)(**merged)
 
 
 @dataclass
@@ -164,10 +211,11 @@ def deform(gaussians: Gaussians, binding: Binding, template: Template, posed: Po
     else:
         offsets = surface_offsets(template, posed, binding)
         rest = gaussians.means[None] + offsets
-        t = torch.einsum("nj,bjk->bnk", binding.weights, posed.transforms.reshape(posed.transforms.shape[0], -1, 16))
+        weights = binding.effective_weights(gaussians.means)
+        t = torch.einsum("nj,bjk->bnk", weights, posed.transforms.reshape(posed.transforms.shape[0], -1, 16))
         t = t.reshape(t.shape[0], t.shape[1], 4, 4)
         means = (t[..., :3, :3] @ rest[..., None])[..., 0] + t[..., :3, 3]
-        blended = torch.einsum("nj,bjk->bnk", binding.weights, joint_quats(posed.transforms, template.parents))
+        blended = torch.einsum("nj,bjk->bnk", weights, joint_quats(posed.transforms, template.parents))
         world_quats = quat_multiply(F.normalize(blended, dim=-1), quats[None].expand(blended.shape[0], -1, -1))
         world_scales = scales[None].expand(means.shape[0], -1, -1)
     return PosedGaussians(means, world_quats, world_scales, torch.sigmoid(gaussians.opacity_logits), gaussians.sh)

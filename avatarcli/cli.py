@@ -129,6 +129,142 @@ def init(
     )
 
 
+def _slug(text: str) -> str:
+    keep = "".join(c.lower() if c.isalnum() else "-" for c in text.strip())
+    return "-".join(filter(None, keep.split("-")))[:48] or "avatar"
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help='What the avatar should look like, e.g. "Kratos" or "a chef dressed in white".')],
+    output: Annotated[
+        Optional[str], typer.Option("--output", "-o", help="The .avatar to write (default: from the prompt). A .ckpt goes beside it.")
+    ] = None,
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="head (HeadStudio recipe) or body (DreamWaltz-G / GaussianMotion recipe).")
+    ] = "head",
+    source: Annotated[Optional[str], typer.Option("--from", help="Start from this avatar (default: a fresh 'avatar init').")] = None,
+    guidance: Annotated[
+        str,
+        typer.Option(
+            help="diffusion (Stable Diffusion + ControlNet) or tiny (small random models: offline smoke runs, the result is noise)."
+        ),
+    ] = "diffusion",
+    diffusion: Annotated[Optional[str], typer.Option(help="Base model: hub id or local diffusers folder (default per model kind).")] = None,
+    controlnet: Annotated[Optional[str], typer.Option(help="ControlNet: hub id or local folder (default per model kind).")] = None,
+    controlnet_subfolder: Annotated[Optional[str], typer.Option(help="Subfolder of the ControlNet repository.")] = None,
+    score: Annotated[Optional[str], typer.Option(help="sds, nfsd (head default) or asd (body default).")] = None,
+    cfg_scale: Annotated[float, typer.Option("--cfg", help="Classifier-free guidance scale.")] = 7.5,
+    negative_prompt: Annotated[Optional[str], typer.Option(help="Negative prompt for nfsd.")] = None,
+    stages: Annotated[
+        Optional[str], typer.Option(help="Comma-separated: canonical,animate (body default) or animate (head default).")
+    ] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Training steps in all (default 10000).")] = None,
+    batch: Annotated[Optional[int], typer.Option(help="Views per step (default 8).")] = None,
+    resolution: Annotated[Optional[int], typer.Option(help="Render size in pixels, a multiple of 8 (default 1024).")] = None,
+    lr_position: Annotated[Optional[float], typer.Option(help="Learning rate of positions.")] = None,
+    lr_scale: Annotated[Optional[float], typer.Option(help="Learning rate of scales.")] = None,
+    lr_rotation: Annotated[Optional[float], typer.Option(help="Learning rate of rotations.")] = None,
+    lr_color: Annotated[Optional[float], typer.Option(help="Learning rate of colours.")] = None,
+    lr_opacity: Annotated[Optional[float], typer.Option(help="Learning rate of opacities.")] = None,
+    lr_shape: Annotated[Optional[float], typer.Option(help="Learning rate of the template shape (heads).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue from the checkpoint beside the output.")] = False,
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints (0: only at the end and on Ctrl-C).")] = 500,
+    preview_every: Annotated[int, typer.Option(help="Steps between preview images (front/side/back + condition) in OUTPUT.previews/.")] = 0,
+    low_memory: Annotated[bool, typer.Option(help="Encode and denoise one view at a time (slower; fits smaller GPUs).")] = False,
+    points_per_triangle: Annotated[
+        int, typer.Option("--points-per-triangle", "-k", help="Gaussians per triangle for the implied init.")
+    ] = 10,
+    template: TemplateOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Generate an animatable avatar from a text prompt by score distillation."""
+    from rich.progress import TextColumn
+
+    from avatarcli import avatar as avatar_file
+    from avatarcli.console import progress, warn
+    from avatarcli.devices import resolve_device
+    from avatarcli.fileio import check_writable
+    from avatarcli.generate import generate as run_generate
+    from avatarcli.generate import recipe
+    from avatarcli.generate.checkpoint import checkpoint_path
+    from avatarcli.guidance.diffusion import DEFAULT_SPECS, DiffusionGuidance, DiffusionSpec, GuidanceConfig, load_components
+    from avatarcli.guidance.scores import NEGATIVE_PROMPT
+    from avatarcli.initialize import init_avatar
+    from avatarcli.templates import load_template
+
+    if not prompt.strip():
+        raise AvatarError("the prompt is empty: say what the avatar should look like")
+    if model not in ("head", "body"):
+        raise AvatarError(f"unknown model kind {model!r}: choose head or body")
+    if guidance not in ("diffusion", "tiny"):
+        raise AvatarError(f"unknown guidance {guidance!r}: choose diffusion or tiny")
+    out = output or f"{_slug(prompt)}.avatar"
+    if out == "-":
+        raise AvatarError("generate writes checkpoints beside its output: give a file name, not '-'")
+    check_writable(out)
+    stage_list = tuple(s.strip() for s in stages.split(",")) if stages else None
+    cfg = recipe(
+        model, prompt, stages=stage_list, steps=steps, batch=batch, resolution=resolution, seed=seed,
+        checkpoint_every=checkpoint_every, preview_every=preview_every,
+    )  # fmt: skip
+    for name, value in (("position", lr_position), ("scale", lr_scale), ("rotation", lr_rotation), ("color", lr_color),
+                        ("opacity", lr_opacity), ("shape", lr_shape)):  # fmt: skip
+        if value is not None:
+            if value < 0:
+                raise AvatarError(f"--lr-{name} must not be negative")
+            setattr(cfg.lr, name, value)
+    if resume and not checkpoint_path(out).exists():
+        raise AvatarError(f"--resume: there is no checkpoint {checkpoint_path(out)}")
+    dev = resolve_device(device)
+    tpl = load_template(model, template, dev)
+    if source is not None:
+        av = avatar_file.load(source)
+        if av.kind != model:
+            raise AvatarError(f"--from {source} is a {av.kind} avatar but --model is {model}")
+    else:
+        av = init_avatar(tpl, points_per_triangle, seed)
+    gcfg = GuidanceConfig(
+        score=score or ("nfsd" if model == "head" else "asd"), guidance_scale=cfg_scale,
+        negative_prompt=negative_prompt or NEGATIVE_PROMPT, timesteps=cfg.timesteps, low_memory=low_memory,
+    )  # fmt: skip
+    if guidance == "tiny":
+        from avatarcli.guidance.tiny import tiny_components
+
+        warn("--guidance tiny uses small random networks: the avatar will be noise (this checks the machinery, offline)")
+        comps = tiny_components(dev, seed)
+        gcfg.resolution = 64
+    else:
+        base = DEFAULT_SPECS[model]
+        spec = DiffusionSpec(diffusion or base.base, controlnet or base.controlnet,
+                             controlnet_subfolder if controlnet else base.controlnet_subfolder, base.vae)  # fmt: skip
+        comps = load_components(spec, dev)
+    guide = DiffusionGuidance(comps, gcfg)
+    preview_dir = Path(out).with_suffix(".previews") if preview_every else None
+    history = _command_line()
+    columns = (TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[gaussians]} Gaussians"), TextColumn("{task.fields[rate]}"))
+    try:
+        with progress(*columns) as bar:
+            task = bar.add_task(f"generate {model}", total=cfg.steps, loss="-", gaussians=f"{len(av):,}", rate="")
+
+            def on_step(r):  # type: ignore[no-untyped-def]
+                speed = bar.tasks[0].speed
+                bar.update(
+                    task, completed=r.step, loss=f"{r.loss:.3g}", gaussians=f"{r.gaussians:,}", rate=f"{speed:.2f} it/s" if speed else ""
+                )
+
+            av.add_history(history)
+            result = run_generate(av, tpl, guide, cfg, out, resume=resume, on_step=on_step, preview_dir=preview_dir)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted:[/yellow] saved {out} and {checkpoint_path(out)}; continue with the same command and --resume")
+        raise typer.Exit(130) from None
+    rows = [("wrote", out), ("checkpoint", str(checkpoint_path(out))), ("Gaussians", f"{len(result):,}"), ("guidance", guide.name)]
+    if preview_dir is not None:
+        rows.append(("previews", str(preview_dir)))
+    summary("avatar generate", rows)
+
+
 @app.command()
 def info(
     avatar: Annotated[str, typer.Argument(help="An .avatar file ('-' reads stdin).")],

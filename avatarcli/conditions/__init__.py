@@ -1,0 +1,198 @@
+"""ControlNet condition images drawn from the posed template.
+
+* Bodies: the OpenPose-18 skeleton (COCO order, the standard ControlNet colours, limbs at 60 %
+  opacity) and both hands (21 points each, rainbow edges, blue points), for
+  ``lllyasviel/control_v11p_sd15_openpose``.
+* Heads: the MediaPipe face-mesh contours (face oval, brows, eyes, lips) and pupils in the
+  colours ``CrucibleAI/ControlNetMediaPipeFace`` was trained with.
+
+Keypoints the camera cannot see (behind the body, on the back of the head) are not drawn.
+Widths are the annotators' pixel widths at 512 px, scaled with the image.
+"""
+
+from __future__ import annotations
+
+import colorsys
+from functools import cached_property
+
+import torch
+from torch import Tensor
+
+from avatarcli.conditions import draw
+from avatarcli.conditions.visibility import vertex_normals, visible
+from avatarcli.render.cameras import Cameras
+from avatarcli.templates import Posed, Template
+
+# OpenPose-18: limbs as keypoint pairs and one colour per limb / keypoint
+OPENPOSE_LIMBS = (
+    (1, 2),
+    (1, 5),
+    (2, 3),
+    (3, 4),
+    (5, 6),
+    (6, 7),
+    (1, 8),
+    (8, 9),
+    (9, 10),
+    (1, 11),
+    (11, 12),
+    (12, 13),
+    (1, 0),
+    (0, 14),
+    (14, 16),
+    (0, 15),
+    (15, 17),
+)
+OPENPOSE_COLORS = (
+    (255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0), (85, 255, 0), (0, 255, 0), (0, 255, 85),
+    (0, 255, 170), (0, 255, 255), (0, 170, 255), (0, 85, 255), (0, 0, 255), (85, 0, 255), (170, 0, 255), (255, 0, 255),
+    (255, 0, 170), (255, 0, 85),
+)  # fmt: skip
+HAND_EDGES = tuple((0, 4 * f + 1) if k == 0 else (4 * f + k, 4 * f + k + 1) for f in range(5) for k in range(4))
+HAND_POINT_COLOR = (0, 0, 255)
+# MediaPipe face mesh, RGB
+FACE_COLORS = {
+    "face_oval": (10, 200, 10),
+    "lips": (10, 180, 10),
+    "left_eye": (10, 200, 180),
+    "left_brow": (10, 220, 180),
+    "left_iris": (10, 200, 250),
+    "right_eye": (180, 200, 10),
+    "right_brow": (180, 220, 10),
+    "right_iris": (250, 200, 10),
+}
+
+
+def _rgb(values: tuple[tuple[int, int, int], ...] | list[tuple[int, int, int]], device: torch.device) -> Tensor:
+    return torch.tensor(values, dtype=torch.float32, device=device) / 255.0
+
+
+def hand_edge_colors() -> list[tuple[int, int, int]]:
+    out = []
+    for i in range(len(HAND_EDGES)):
+        r, g, b = colorsys.hsv_to_rgb(i / len(HAND_EDGES), 1.0, 1.0)
+        out.append((int(r * 255), int(g * 255), int(b * 255)))
+    return out
+
+
+def openpose_image(body: Tensor, body_vis: Tensor, hands: Tensor | None, hands_vis: Tensor | None, height: int, width: int) -> Tensor:
+    """Draw OpenPose skeletons.
+
+    Args:
+        body: (B, 18, 2) pixel coordinates; body_vis: (B, 18) bool.
+        hands: (B, 2, 21, 2) or None; hands_vis: (B, 2, 21).
+
+    Returns:
+        (B, H, W, 3) images in [0, 1] on black.
+    """
+    dev = body.device
+    scale = min(height, width) / 512.0
+    pix = draw.pixel_grid(height, width, dev)
+    canvas = torch.zeros(body.shape[0], height, width, 3, device=dev)
+    a = torch.tensor([i for i, _ in OPENPOSE_LIMBS], device=dev)
+    b = torch.tensor([j for _, j in OPENPOSE_LIMBS], device=dev)
+    limb_vis = body_vis[:, a] & body_vis[:, b]
+    cover = draw.stroke(pix, body[:, a], body[:, b], 4.0 * scale, limb_vis)
+    canvas = draw.paint(canvas, cover, _rgb(OPENPOSE_COLORS[: len(OPENPOSE_LIMBS)], dev), opacity=0.6)
+    canvas = draw.paint(canvas, draw.discs(pix, body, 4.0 * scale, body_vis), _rgb(OPENPOSE_COLORS, dev))
+    if hands is not None and hands_vis is not None:
+        ea = torch.tensor([i for i, _ in HAND_EDGES], device=dev)
+        eb = torch.tensor([j for _, j in HAND_EDGES], device=dev)
+        for h in range(hands.shape[1]):
+            pts, vis = hands[:, h], hands_vis[:, h]
+            cover = draw.stroke(pix, pts[:, ea], pts[:, eb], 1.0 * scale, vis[:, ea] & vis[:, eb])
+            canvas = draw.paint(canvas, cover, _rgb(hand_edge_colors(), dev))
+            canvas = draw.paint(canvas, draw.discs(pix, pts, 2.0 * scale, vis), _rgb([HAND_POINT_COLOR] * pts.shape[1], dev))
+    return canvas
+
+
+def _face_group_color(name: str) -> str:
+    if name.startswith("lips"):
+        return "lips"
+    if name.endswith("_brow_upper") or name.endswith("_brow_lower"):
+        return name.rsplit("_", 1)[0]
+    return name
+
+
+def facemesh_image(contours: list[tuple[str, bool, Tensor, Tensor]], irises: Tensor, irises_vis: Tensor, height: int, width: int) -> Tensor:
+    """Draw face-mesh contours and pupils.
+
+    Args:
+        contours: (name, closed, points (B, n, 2), visible (B, n)) per group.
+        irises: (B, 2, 2) pupil centres, left then right; irises_vis: (B, 2).
+
+    Returns:
+        (B, H, W, 3) images in [0, 1] on black.
+    """
+    dev = irises.device
+    scale = min(height, width) / 512.0
+    pix = draw.pixel_grid(height, width, dev)
+    canvas = torch.zeros(irises.shape[0], height, width, 3, device=dev)
+    for name, closed, pts, vis in contours:
+        nxt = torch.roll(torch.arange(pts.shape[1], device=dev), -1)
+        if not closed:
+            nxt = nxt[:-1]
+        cur = torch.arange(len(nxt), device=dev)
+        cover = draw.stroke(pix, pts[:, cur], pts[:, nxt], 1.0 * scale, vis[:, cur] & vis[:, nxt])
+        color = _rgb([FACE_COLORS[_face_group_color(name)]] * len(cur), dev)
+        canvas = draw.paint(canvas, cover, color)
+    colors = _rgb([FACE_COLORS["left_iris"], FACE_COLORS["right_iris"]], dev)
+    canvas = draw.paint(canvas, draw.squares(pix, irises, 2.0 * scale, irises_vis), colors)
+    return canvas
+
+
+class ConditionRenderer:
+    """Condition images for one template: OpenPose for bodies, face mesh for heads."""
+
+    def __init__(self, template: Template) -> None:
+        self.template = template
+
+    @cached_property
+    def _joint_reach(self) -> Tensor:
+        """Per OpenPose keypoint (18 + 42): how deep under the skin it sits, plus a margin."""
+        tpl = self.template
+        posed = tpl.pose(tpl.zero_pose(1))
+        pts = torch.cat([tpl.openpose18(posed), tpl.hand_keypoints(posed).reshape(1, 42, 3)], dim=1)[0]
+        depth = torch.cdist(pts, posed.vertices[0]).min(dim=1).values
+        return 1.5 * depth + 0.01
+
+    def __call__(self, posed: Posed, cameras: Cameras) -> Tensor:
+        """Condition images (B, H, W, 3) for B posed templates seen by B cameras."""
+        tpl = self.template
+        centers = cameras.centers
+        h, w = cameras.height, cameras.width
+        if tpl.kind == "body":
+            pts3 = torch.cat([tpl.openpose18(posed), tpl.hand_keypoints(posed).reshape(posed.vertices.shape[0], 42, 3)], dim=1)
+            vis = visible(centers, pts3, self._joint_reach, posed.vertices, tpl.faces)
+            px, depth = cameras.project(pts3)
+            vis = vis & (depth > 0)
+            b = pts3.shape[0]
+            return openpose_image(px[:, :18], vis[:, :18], px[:, 18:].reshape(b, 2, 21, 2), vis[:, 18:].reshape(b, 2, 21), h, w)
+        normals = vertex_normals(posed.vertices, tpl.faces)
+        groups = tpl.face_contours(posed)
+        sizes = [g[2].shape[1] for g in groups]
+        pts3 = torch.cat([g[2] for g in groups], dim=1)
+        nrm = torch.cat([_landmark_normals(tpl, normals, g) for g in groups], dim=1) if tpl._contours else None
+        reach = torch.full((pts3.shape[1],), 0.004, device=pts3.device)
+        vis = visible(centers, pts3, reach, posed.vertices, tpl.faces, nrm)
+        px, depth = cameras.project(pts3)
+        vis = vis & (depth > 0)
+        contours, start = [], 0
+        for (name, closed, _), n in zip(groups, sizes, strict=True):
+            contours.append((name, closed, px[:, start : start + n], vis[:, start : start + n]))
+            start += n
+        irises = tpl.irises(posed)
+        ipx, idepth = cameras.project(irises)
+        ivis = visible(centers, irises, torch.full((2,), tpl.eye_radius * 0.5, device=irises.device), posed.vertices, tpl.faces)
+        return facemesh_image(contours, ipx, ivis & (idepth > 0), h, w)
+
+
+def _landmark_normals(template: Template, normals: Tensor, group: tuple[str, bool, Tensor]) -> Tensor:
+    """Normals (B, n, 3) at a built-in contour group's embedded points."""
+    name = group[0]
+    for n, _, faces, bary in template._contours:
+        if n == name:
+            corners = normals[:, template.faces[faces]]  # (B, n, 3, 3)
+            out = (corners * bary[None, :, :, None]).sum(2)
+            return out / out.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    raise KeyError(name)

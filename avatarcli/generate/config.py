@@ -1,0 +1,142 @@
+"""Generation settings and the recipes' defaults (METHODS.md has the sources).
+
+Heads follow HeadStudio: one animation-aware stage, NFSD, MediaPipe-face ControlNet, 10 000
+steps at batch 8, renders at 1024, shape learnt and frozen at 80 %. Bodies follow
+DreamWaltz-G and GaussianMotion: a canonical stage in a star pose, rigging, then an
+animation stage with random poses, ASD, residual skinning weights and scale regularisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from avatarcli.errors import AvatarError
+from avatarcli.guidance.scores import BODY_TIMESTEPS, HEAD_TIMESTEPS, TimestepSchedule
+from avatarcli.render.cameras import BODY_RANGES, HEAD_RANGES, CameraRanges
+
+STAGES = ("canonical", "animate")
+
+
+@dataclass
+class LearningRates:
+    """Adam learning rates per parameter group (HeadStudio sec. 4.3 for heads)."""
+
+    position: float = 5e-5
+    scale: float = 1e-3
+    rotation: float = 1e-2
+    color: float = 1.25e-2
+    opacity: float = 1e-2
+    shape: float = 1e-3
+    residual: float = 1e-3
+
+
+@dataclass
+class DensifyConfig:
+    """When and how Gaussians are cloned, split and pruned."""
+
+    start: int = 300
+    stop: int = 2100
+    every: int = 300
+    grad_threshold: float = 0.0002  # mean screen-space gradient, gsplat's normalisation
+    clone_scale: float = 0.01  # below this fraction of the subject radius: clone, above: split
+    prune_opacity: float = 0.005
+    prune_scale: float = 0.1  # fraction of the subject radius
+    max_gaussians: int = 800_000
+
+
+@dataclass
+class GenerateConfig:
+    """Everything a generation run needs besides the avatar and the guidance."""
+
+    prompt: str
+    kind: str
+    stages: tuple[str, ...] = ("animate",)
+    steps: int = 10_000
+    canonical_fraction: float = 0.4  # of the steps, when both stages run
+    batch: int = 8
+    resolution: int = 1024
+    seed: int = 0
+    lr: LearningRates = field(default_factory=LearningRates)
+    densify: DensifyConfig = field(default_factory=DensifyConfig)
+    cameras: CameraRanges = field(default_factory=lambda: HEAD_RANGES)
+    timesteps: TimestepSchedule = field(default_factory=lambda: HEAD_TIMESTEPS)
+    face_closeups: float = 0.0  # fraction of body views that look at the face
+    shape_freeze: float = 0.8  # heads: the template shape stops learning here
+    learn_shape: bool = True
+    reg_position: float = 0.1  # HeadStudio eq. 9
+    reg_scale: float = 0.1
+    scale_limit: float = 0.01  # GaussianMotion eq. 7, metres
+    reg_body_scale: float = 1.0
+    reg_residual: float = 1.0
+    residual_weights: bool = False
+    view_prompts: bool = True
+    checkpoint_every: int = 500
+    preview_every: int = 0
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    def validate(self) -> GenerateConfig:
+        if not self.prompt.strip():
+            raise AvatarError("the prompt is empty: say what the avatar should look like")
+        if self.kind not in ("head", "body"):
+            raise AvatarError(f"unknown model kind {self.kind!r}: choose head or body")
+        if self.steps <= 0:
+            raise AvatarError(f"--steps must be positive (got {self.steps})")
+        if self.batch <= 0:
+            raise AvatarError(f"--batch must be positive (got {self.batch})")
+        if self.resolution <= 0 or self.resolution % 8:
+            raise AvatarError(f"--resolution must be a positive multiple of 8 (got {self.resolution})")
+        bad = [s for s in self.stages if s not in STAGES]
+        if bad or not self.stages:
+            raise AvatarError(f"unknown stage {bad[0] if bad else '(none)'}: stages are {', '.join(STAGES)}")
+        return self
+
+    def stage_steps(self) -> list[tuple[str, int]]:
+        """(stage, steps) in order; the canonical stage takes ``canonical_fraction`` of the steps."""
+        if len(self.stages) == 1:
+            return [(self.stages[0], self.steps)]
+        first = max(1, round(self.steps * self.canonical_fraction))
+        return [(self.stages[0], first), (self.stages[1], max(1, self.steps - first))]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerateConfig:
+        kw = dict(data)
+        kw["lr"] = LearningRates(**kw["lr"])
+        kw["densify"] = DensifyConfig(**kw["densify"])
+        kw["cameras"] = CameraRanges(**{k: tuple(v) for k, v in kw["cameras"].items()})
+        kw["timesteps"] = TimestepSchedule(**{k: tuple(v) if isinstance(v, list) else v for k, v in kw["timesteps"].items()})
+        kw["stages"] = tuple(kw["stages"])
+        kw["background"] = tuple(kw["background"])
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in kw.items() if k in names})
+
+
+def recipe(kind: str, prompt: str, **overrides: Any) -> GenerateConfig:
+    """The paper defaults for ``kind``, with ``overrides`` applied."""
+    if kind == "head":
+        cfg = GenerateConfig(prompt=prompt, kind="head")
+    elif kind == "body":
+        cfg = GenerateConfig(
+            prompt=prompt,
+            kind="body",
+            stages=("canonical", "animate"),
+            lr=LearningRates(position=1e-4, scale=5e-3, rotation=1e-3, color=1e-2, opacity=5e-2, shape=0.0, residual=1e-3),
+            densify=DensifyConfig(start=500, stop=6000, every=500),
+            cameras=BODY_RANGES,
+            timesteps=BODY_TIMESTEPS,
+            face_closeups=0.2,
+            learn_shape=False,
+            residual_weights=True,
+        )
+    else:
+        raise AvatarError(f"unknown model kind {kind!r}: choose head or body")
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if not hasattr(cfg, key):
+            raise AvatarError(f"unknown setting {key}")
+        setattr(cfg, key, value)
+    return cfg.validate()

@@ -1,0 +1,105 @@
+"""Growing and pruning Gaussians during generation, with gsplat's parameter operations.
+
+Gaussians whose projected means get large gradients are cloned (small ones) or split (large
+ones); nearly transparent or oversized ones are removed. The binding tensors (triangle per
+Gaussian, or skinning weights and surface point) live in the same parameter dict, so a clone
+or a split inherits its parent's binding and a removal drops it.
+"""
+
+from __future__ import annotations
+
+import torch
+from gsplat.strategy.ops import duplicate, remove, split
+from torch import Tensor
+
+from avatarcli.generate.config import DensifyConfig
+
+
+class Densifier:
+    """Accumulates screen-space gradients between refinements.
+
+    Args:
+        config: thresholds and schedule.
+        radius: the subject's radius in metres (scale thresholds are relative to it).
+    """
+
+    def __init__(self, config: DensifyConfig, radius: float) -> None:
+        self.config = config
+        self.radius = radius
+        self.state: dict[str, Tensor | None] = {"grad2d": None, "count": None}
+
+    def due(self, step: int) -> bool:
+        c = self.config
+        return c.start <= step <= c.stop and step % c.every == 0 and step > 0
+
+    @torch.no_grad()
+    def accumulate(self, meta: dict, n: int) -> None:
+        """Add this step's gradient norms; ``meta`` from the rasterizer after backward."""
+        means2d = meta["means2d"]
+        if means2d.grad is None:
+            return
+        grads = means2d.grad.reshape(-1, n, 2).clone()
+        cams = grads.shape[0]
+        # the same normalisation as gsplat's strategies, so their thresholds carry over
+        grads[..., 0] *= meta["width"] / 2.0 * cams
+        grads[..., 1] *= meta["height"] / 2.0 * cams
+        seen = (meta["radii"].reshape(-1, n, 2) > 0).all(dim=-1)
+        norms = (grads.norm(dim=-1) * seen).sum(0)
+        counts = seen.sum(0).float()
+        if self.state["grad2d"] is None or self.state["grad2d"].shape[0] != n:
+            self.state = {"grad2d": torch.zeros(n, device=grads.device), "count": torch.zeros(n, device=grads.device)}
+        self.state["grad2d"] += norms  # type: ignore[operator]
+        self.state["count"] += counts  # type: ignore[operator]
+
+    @torch.no_grad()
+    def refine(
+        self, params: dict[str, torch.nn.Parameter], optimizers: dict[str, torch.optim.Optimizer], world_scale: Tensor
+    ) -> tuple[int, int, int]:
+        """Clone, split and prune in place.
+
+        Args:
+            params: gsplat-style parameter dict (means, scales, quats, opacities, ... and the
+                binding tensors as non-trainable parameters).
+            optimizers: one Adam per trainable parameter, keyed like ``params``.
+            world_scale: (N,) largest world-space standard deviation of each Gaussian at rest.
+
+        Returns:
+            (cloned, split, pruned) counts.
+        """
+        c = self.config
+        n = params["means"].shape[0]
+        grad2d, count = self.state["grad2d"], self.state["count"]
+        cloned = splitted = 0
+        if grad2d is not None and count is not None and grad2d.shape[0] == n and n < c.max_gaussians:
+            hot = grad2d / count.clamp_min(1.0) > c.grad_threshold
+            small = world_scale <= c.clone_scale * self.radius
+            budget = c.max_gaussians - n
+            clone_mask = _limit(hot & small, budget)
+            split_mask = _limit(hot & ~small & ~clone_mask, max(0, budget - int(clone_mask.sum())))
+            cloned, splitted = int(clone_mask.sum()), int(split_mask.sum())
+            if cloned:
+                duplicate(params=params, optimizers=optimizers, state=self.state, mask=clone_mask)
+                world_scale = torch.cat([world_scale, world_scale[clone_mask]])
+                split_mask = torch.cat([split_mask, torch.zeros(cloned, dtype=torch.bool, device=split_mask.device)])
+            if splitted:
+                split(params=params, optimizers=optimizers, state=self.state, mask=split_mask)
+                world_scale = torch.cat([world_scale[~split_mask], (world_scale[split_mask] / 1.6).repeat(2)])
+        opacity = torch.sigmoid(params["opacities"].flatten())
+        prune = (opacity < c.prune_opacity) | (world_scale > c.prune_scale * self.radius)
+        if int(prune.sum()) >= params["means"].shape[0]:
+            prune[:] = False  # never remove everything
+        pruned = int(prune.sum())
+        if pruned:
+            remove(params=params, optimizers=optimizers, state=self.state, mask=prune)
+        self.state = {"grad2d": None, "count": None}
+        return cloned, splitted, pruned
+
+
+def _limit(mask: Tensor, budget: int) -> Tensor:
+    """Keep at most ``budget`` of the set entries of ``mask`` (the first ones)."""
+    if int(mask.sum()) <= budget:
+        return mask
+    idx = torch.nonzero(mask)[:, 0][budget:]
+    out = mask.clone()
+    out[idx] = False
+    return out

@@ -1,0 +1,99 @@
+"""Random poses for training: each view of each step sees the avatar in a different pose.
+
+Heads (HeadStudio): jaw, neck, eye pose and expression from talking motions, plus noise.
+Bodies: the star pose in the canonical stage; afterwards a mix of poses around the star
+pose (GaussianMotion), "canonical-R" poses with shoulders in +-45 degrees and hips in 6-45
+degrees (DreamWaltz-G), and frames of the built-in motions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from avatarcli.motion import to_template_poses
+from avatarcli.motion.builtin import BUILTINS, builtin_motion
+from avatarcli.templates import Pose, Template
+from avatarcli.templates.skeletons import SMPLX_JOINT_NAMES
+
+B = {name: i for i, name in enumerate(SMPLX_JOINT_NAMES)}
+BODY_JOINTS = list(range(1, 22))
+HAND_JOINTS = list(range(25, 55))
+
+
+def star_pose(batch: int) -> Tensor:
+    """The canonical star pose (B, 55, 3): legs apart, arms down 45 degrees."""
+    rot = torch.zeros(batch, 55, 3)
+    rot[:, B["left_hip"], 2] = 0.3
+    rot[:, B["right_hip"], 2] = -0.3
+    rot[:, B["left_shoulder"], 2] = -0.75
+    rot[:, B["right_shoulder"], 2] = 0.75
+    return rot
+
+
+class PoseSampler:
+    """Draws training poses for one template.
+
+    Args:
+        template: the template to pose.
+        generator: CPU generator (for reproducibility).
+    """
+
+    def __init__(self, template: Template, generator: torch.Generator) -> None:
+        self.template = template
+        self.g = generator
+        kind = template.kind
+        clips = [to_template_poses(builtin_motion(n, kind, fps=15), template)[0] for n in BUILTINS[kind]]
+        self._pool_rot = torch.cat([c.rotations.cpu() for c in clips])
+        self._pool_expr = torch.cat([c.expression.cpu() for c in clips])
+
+    def _uniform(self, n: int, lo: float, hi: float) -> Tensor:
+        return lo + (hi - lo) * torch.rand(n, generator=self.g)
+
+    def _pool(self, n: int) -> tuple[Tensor, Tensor]:
+        idx = torch.randint(0, len(self._pool_rot), (n,), generator=self.g)
+        return self._pool_rot[idx].clone(), self._pool_expr[idx].clone()
+
+    def head(self, n: int) -> Pose:
+        """Talking-motion frames with noise on neck, jaw, eyes and expression."""
+        rot, expr = self._pool(n)
+        rot[:, 0] = 0.0  # the camera moves, not the head
+        rot[:, 1] += torch.randn(n, 3, generator=self.g) * 0.08
+        rot[:, 2, 0] = (rot[:, 2, 0] + torch.rand(n, generator=self.g) * 0.15).clamp(0.0, 0.5)
+        rot[:, 3:5] += (torch.randn(n, 1, 3, generator=self.g) * 0.12).expand(-1, 2, -1)
+        expr += torch.randn(expr.shape, generator=self.g) * 0.3
+        return Pose(rot, expr, torch.zeros(n, 3)).to(self.template.device)
+
+    def body(self, n: int, stage: str) -> Pose:
+        """Star pose (canonical stage) or a mix of random poses (animation stage)."""
+        e = self.template.num_expression
+        if stage == "canonical":
+            return Pose(star_pose(n), torch.zeros(n, e), torch.zeros(n, 3)).to(self.template.device)
+        rot = star_pose(n)
+        kind = torch.randint(0, 3, (n,), generator=self.g)
+        # around the star pose
+        noise = torch.randn(n, 55, 3, generator=self.g)
+        noise[:, BODY_JOINTS] *= 0.2
+        noise[:, HAND_JOINTS] *= 0.1
+        noise[:, 0] = 0.0
+        noise[:, 22:25] *= 0.1
+        rot = torch.where((kind == 0)[:, None, None], rot + noise, rot)
+        # canonical-R: shoulders in +-45 degrees, hips spread 6-45 degrees
+        r = torch.zeros(n, 55, 3)
+        deg = math.pi / 180.0
+        r[:, B["left_shoulder"], 2] = self._uniform(n, -45 * deg, 45 * deg)
+        r[:, B["right_shoulder"], 2] = self._uniform(n, -45 * deg, 45 * deg)
+        r[:, B["left_hip"], 2] = self._uniform(n, 6 * deg, 45 * deg)
+        r[:, B["right_hip"], 2] = -self._uniform(n, 6 * deg, 45 * deg)
+        rot = torch.where((kind == 1)[:, None, None], r, rot)
+        # frames of real(istic) motion
+        pool_rot, pool_expr = self._pool(n)
+        pool_rot[:, 0] = 0.0
+        rot = torch.where((kind == 2)[:, None, None], pool_rot, rot)
+        expr = torch.where((kind == 2)[:, None], pool_expr, torch.zeros(n, e))
+        return Pose(rot, expr, torch.zeros(n, 3)).to(self.template.device)
+
+    def __call__(self, n: int, stage: str) -> Pose:
+        return self.head(n) if self.template.kind == "head" else self.body(n, stage)
