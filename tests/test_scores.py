@@ -52,7 +52,7 @@ def test_timestep_schedules():
     assert HEAD_TIMESTEPS.bounds(0.1) == (0.05, 0.8) and HEAD_TIMESTEPS.bounds(0.5) == (0.02, 0.55)
     t = HEAD_TIMESTEPS.sample(1000, 0.9, 1000, gen)
     assert t.min() >= 20 and t.max() < 550
-    lo, hi = BODY_TIMESTEPS.bounds(0.25)
+    _, hi = BODY_TIMESTEPS.bounds(0.25)
     assert abs(hi - 0.74) < 1e-6 and BODY_TIMESTEPS.bounds(0.75)[1] == 0.5
 
 
