@@ -93,16 +93,18 @@ def openpose_image(body: Tensor, body_vis: Tensor, hands: Tensor | None, hands_v
     b = torch.tensor([j for _, j in OPENPOSE_LIMBS], device=dev)
     limb_vis = body_vis[:, a] & body_vis[:, b]
     cover = draw.stroke(pix, body[:, a], body[:, b], 4.0 * scale, limb_vis)
-    canvas = draw.paint(canvas, cover, _rgb(OPENPOSE_COLORS[: len(OPENPOSE_LIMBS)], dev), opacity=0.6)
-    canvas = draw.paint(canvas, draw.discs(pix, body, 4.0 * scale, body_vis), _rgb(OPENPOSE_COLORS, dev))
+    canvas = draw.paint_layer(canvas, cover, _rgb(OPENPOSE_COLORS[: len(OPENPOSE_LIMBS)], dev), opacity=0.6)
+    canvas = draw.paint_layer(canvas, draw.discs(pix, body, 4.0 * scale, body_vis), _rgb(OPENPOSE_COLORS, dev))
     if hands is not None and hands_vis is not None:
         ea = torch.tensor([i for i, _ in HAND_EDGES], device=dev)
         eb = torch.tensor([j for _, j in HAND_EDGES], device=dev)
-        for h in range(hands.shape[1]):
-            pts, vis = hands[:, h], hands_vis[:, h]
-            cover = draw.stroke(pix, pts[:, ea], pts[:, eb], 1.0 * scale, vis[:, ea] & vis[:, eb])
-            canvas = draw.paint(canvas, cover, _rgb(hand_edge_colors(), dev))
-            canvas = draw.paint(canvas, draw.discs(pix, pts, 2.0 * scale, vis), _rgb([HAND_POINT_COLOR] * pts.shape[1], dev))
+        bsz, nh = hands.shape[:2]
+        pts, vis = hands.reshape(bsz * nh, 21, 2), hands_vis.reshape(bsz * nh, 21)
+        edges = draw.stroke(pix, pts[:, ea], pts[:, eb], 1.0 * scale, vis[:, ea] & vis[:, eb])
+        edges = edges.reshape(bsz, nh * len(HAND_EDGES), height, width)
+        canvas = draw.paint_layer(canvas, edges, _rgb(hand_edge_colors() * nh, dev))
+        dots = draw.discs(pix, pts, 2.0 * scale, vis).reshape(bsz, nh * 21, height, width).amax(1, keepdim=True)
+        canvas = draw.paint_layer(canvas, dots, _rgb([HAND_POINT_COLOR], dev))
     return canvas
 
 
@@ -128,16 +130,21 @@ def facemesh_image(contours: list[tuple[str, bool, Tensor, Tensor]], irises: Ten
     scale = min(height, width) / 512.0
     pix = draw.pixel_grid(height, width, dev)
     canvas = torch.zeros(irises.shape[0], height, width, 3, device=dev)
+    starts, ends, visible, colors = [], [], [], []
     for name, closed, pts, vis in contours:
         nxt = torch.roll(torch.arange(pts.shape[1], device=dev), -1)
         if not closed:
             nxt = nxt[:-1]
         cur = torch.arange(len(nxt), device=dev)
-        cover = draw.stroke(pix, pts[:, cur], pts[:, nxt], 1.0 * scale, vis[:, cur] & vis[:, nxt])
-        color = _rgb([FACE_COLORS[_face_group_color(name)]] * len(cur), dev)
-        canvas = draw.paint(canvas, cover, color)
-    colors = _rgb([FACE_COLORS["left_iris"], FACE_COLORS["right_iris"]], dev)
-    canvas = draw.paint(canvas, draw.squares(pix, irises, 2.0 * scale, irises_vis), colors)
+        starts.append(pts[:, cur])
+        ends.append(pts[:, nxt])
+        visible.append(vis[:, cur] & vis[:, nxt])
+        colors += [FACE_COLORS[_face_group_color(name)]] * len(cur)
+    if starts:
+        cover = draw.stroke(pix, torch.cat(starts, 1), torch.cat(ends, 1), 1.0 * scale, torch.cat(visible, 1))
+        canvas = draw.paint_layer(canvas, cover, _rgb(colors, dev))
+    iris_colors = _rgb([FACE_COLORS["left_iris"], FACE_COLORS["right_iris"]], dev)
+    canvas = draw.paint_layer(canvas, draw.squares(pix, irises, 2.0 * scale, irises_vis), iris_colors)
     return canvas
 
 

@@ -43,6 +43,25 @@ def paint(canvas: Tensor, coverage: Tensor, colors: Tensor, opacity: float = 1.0
     return canvas
 
 
+def paint_layer(canvas: Tensor, coverage: Tensor, colors: Tensor, opacity: float = 1.0) -> Tensor:
+    """Paint shapes that do not need an order (or rarely overlap) in one pass.
+
+    Where shapes overlap their colours are averaged by coverage; elsewhere this equals
+    painting them one by one, at a fraction of the memory traffic.
+
+    Args:
+        canvas: (B, H, W, 3); coverage: (B, S, H, W); colors: (S, 3) or (B, S, 3).
+    """
+    if coverage.shape[1] == 0:
+        return canvas
+    if colors.dim() == 2:
+        colors = colors[None].expand(coverage.shape[0], -1, -1)
+    total = coverage.sum(1)
+    color = torch.einsum("bshw,bsc->bhwc", coverage, colors) / total.clamp_min(1e-6)[..., None]
+    a = (coverage.amax(1) * opacity)[..., None]
+    return canvas * (1 - a) + color * a
+
+
 def stroke(pix: Tensor, a: Tensor, b: Tensor, half_width: float, visible: Tensor) -> Tensor:
     """Coverage (B, S, H, W) of segments of half-width ``half_width`` px; hidden ones empty."""
     d = segment_distance(pix, a, b)

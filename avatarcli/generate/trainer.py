@@ -163,20 +163,18 @@ class Trainer:
         face = torch.zeros(n, dtype=torch.bool)
         if self.cfg.face_closeups > 0:
             face = torch.rand(n, generator=self.gen) < self.cfg.face_closeups
-        viewmats, ks, az, el = [], [], [], []
-        head_idx = self.tpl.joint_names.index("head") if "head" in self.tpl.joint_names else 0
-        for b in range(n):
-            if face[b]:
-                target = posed.joints[b, head_idx].detach() + torch.tensor([0.0, 0.05, 0.0], device=self.device)
-                s = sample_cameras(1, target, 0.15, FACE_RANGES, size, size, self.gen)
-            else:
-                s = sample_cameras(1, centers[b], self.radius, self.cfg.cameras, size, size, self.gen)
-            viewmats.append(s.cameras.viewmats)
-            ks.append(s.cameras.Ks)
-            az.append(s.azimuth_deg)
-            el.append(s.elevation_deg)
-        cams = Cameras(torch.cat(viewmats), torch.cat(ks), size, size)
-        return cams, torch.cat(az), torch.cat(el), face
+        sample = sample_cameras(n, centers, self.radius, self.cfg.cameras, size, size, self.gen)
+        viewmats, ks = sample.cameras.viewmats.clone(), sample.cameras.Ks.clone()
+        az, el = sample.azimuth_deg.clone(), sample.elevation_deg.clone()
+        if bool(face.any()):
+            idx = torch.nonzero(face)[:, 0]
+            head_idx = self.tpl.joint_names.index("head") if "head" in self.tpl.joint_names else 0
+            targets = posed.joints[idx.to(self.device), head_idx].detach() + torch.tensor([0.0, 0.05, 0.0], device=self.device)
+            close = sample_cameras(len(idx), targets, 0.15, FACE_RANGES, size, size, self.gen)
+            viewmats[idx.to(viewmats.device)] = close.cameras.viewmats
+            ks[idx.to(ks.device)] = close.cameras.Ks
+            az[idx.to(az.device)], el[idx.to(el.device)] = close.azimuth_deg, close.elevation_deg
+        return Cameras(viewmats, ks, size, size), az, el, face
 
     def prompts(self, azimuth: Tensor, elevation: Tensor, face: Tensor) -> list[str]:
         out = []

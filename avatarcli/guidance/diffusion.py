@@ -181,6 +181,17 @@ class DiffusionGuidance:
         self.config = config
         self.device = components.alphas_cumprod.device
         self._embeddings: dict[str, Tensor] = {}
+        if self.device.type == "cuda":
+            # convolution-heavy networks run faster with channels-last tensors on tensor cores
+            for m in (components.unet, components.controlnet, components.vae):
+                if m is not None:
+                    m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+
+    def compile(self) -> None:
+        """Compile the UNet and ControlNet with torch.compile (minutes once, faster steps after)."""
+        self.c.unet = torch.compile(self.c.unet, fullgraph=False)  # type: ignore[assignment]
+        if self.c.controlnet is not None:
+            self.c.controlnet = torch.compile(self.c.controlnet, fullgraph=False)  # type: ignore[assignment]
 
     @property
     def num_timesteps(self) -> int:

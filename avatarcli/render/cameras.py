@@ -162,7 +162,7 @@ def sample_cameras(
     height: int,
     generator: torch.Generator,
 ) -> CameraSample:
-    """Draw ``n`` cameras looking at ``target`` (3,) around a subject of ``radius`` metres."""
+    """Draw ``n`` cameras looking at ``target`` ((3,), or (n, 3) one per camera) around a subject of ``radius`` metres."""
 
     def uniform(lo_hi: tuple[float, float]) -> Tensor:
         lo, hi = lo_hi
@@ -172,6 +172,7 @@ def sample_cameras(
     fovy = uniform(ranges.fovy_deg)
     el = uniform(ranges.elevation_deg)
     az = uniform(ranges.azimuth_deg)
-    eye = orbit_positions(target.cpu(), dist, az, el)
-    cams = Cameras(look_at(eye, target.cpu().expand_as(eye)), intrinsics(fovy, width, height), width, height)
+    tgt = target.detach().cpu().float().expand(n, 3)
+    eye = orbit_positions(tgt, dist, az, el)
+    cams = Cameras(look_at(eye, tgt), intrinsics(fovy, width, height), width, height)
     return CameraSample(cams.to(target.device), az.to(target.device), el.to(target.device))

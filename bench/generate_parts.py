@@ -1,0 +1,71 @@
+"""Variants of the two network costs of a generation step, measured alone on the GPU.
+
+    python bench/generate_parts.py
+
+VAE encoder forward + backward for 8 images at 512x512, and UNet + ControlNet forward for
+24 latents (NFSD's three predictions for 8 views), in fp16 / bf16, contiguous / channels-last,
+eager / torch.compile. Informs the defaults of DiffusionGuidance.
+"""
+
+from __future__ import annotations
+
+import torch
+from generate_step import sd15_components
+
+from common import time_it, write_result
+
+
+def main() -> None:
+    dev = torch.device("cuda")
+    comps = sd15_components(dev)
+    results: dict[str, float] = {}
+    x = torch.rand(8, 3, 512, 512, device=dev)
+    for dtype in (torch.float16, torch.bfloat16):
+        vae = comps.vae.to(dtype=dtype)
+        for layout in ("contiguous", "channels_last"):
+            fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+            vae.to(memory_format=fmt)
+            modes = ("eager", "compile") if layout == "contiguous" else ("eager",)
+            for mode in modes:
+                enc = torch.compile(vae.encode) if mode == "compile" else vae.encode
+
+                def run(enc=enc, dtype=dtype, fmt=fmt) -> None:
+                    xi = (x * 2 - 1).to(dtype).contiguous(memory_format=fmt).requires_grad_(True)
+                    enc(xi).latent_dist.mean.float().sum().backward()
+
+                key = f"vae f+b {str(dtype)[6:]} {layout} {mode}"
+                results[key] = time_it(run, warmup=3 if mode == "eager" else 4, repeat=10)["median_ms"]
+                print(f"{key}: {results[key]:.1f} ms", flush=True)
+    z = torch.randn(24, 4, 64, 64, device=dev, dtype=torch.float16)
+    t = torch.randint(20, 800, (24,), device=dev)
+    emb = torch.randn(24, 77, 768, device=dev, dtype=torch.float16)
+    cond = torch.rand(24, 3, 512, 512, device=dev, dtype=torch.float16)
+    for layout in ("contiguous", "channels_last"):
+        fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+        comps.unet.to(memory_format=fmt)
+        comps.controlnet.to(memory_format=fmt)
+        for mode in ("eager", "compile"):
+            if mode == "eager":
+                unet, cn = comps.unet, comps.controlnet
+            else:
+                kw = {"mode": "max-autotune-no-cudagraphs"} if mode == "compile-max" else {}
+                unet, cn = torch.compile(comps.unet, **kw), torch.compile(comps.controlnet, **kw)
+
+            @torch.no_grad()
+            def run(unet=unet, cn=cn, fmt=fmt) -> None:
+                zz = z.contiguous(memory_format=fmt)
+                down, mid = cn(zz, t, encoder_hidden_states=emb, controlnet_cond=cond.contiguous(memory_format=fmt), return_dict=False)
+                unet(zz, t, encoder_hidden_states=emb, down_block_additional_residuals=down, mid_block_additional_residual=mid)
+
+            key = f"unet+cn x24 {layout} {mode}"
+            try:
+                results[key] = time_it(run, warmup=3, repeat=10)["median_ms"]
+            except Exception as exc:  # a compile mode that fails here is reported, not fatal
+                print(f"{key}: failed ({type(exc).__name__})", flush=True)
+                continue
+            print(f"{key}: {results[key]:.1f} ms", flush=True)
+    write_result("generate_parts", results)
+
+
+if __name__ == "__main__":
+    main()

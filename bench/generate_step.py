@@ -1,0 +1,182 @@
+"""Time per `avatar generate` training step with full-size Stable Diffusion 1.5 networks.
+
+    python bench/generate_step.py [--steps 20] [--kinds head,body] [--low-memory] [--compile]
+
+UNet, ControlNet, VAE and CLIP text encoder are built from the SD 1.5 architecture with random
+weights (speed does not depend on the weights), in fp16 on the GPU. The avatar is a real
+`avatar init` one (K = 10). Batch 8, renders at 1024x1024, 512x512 into the diffusion model,
+the head recipe (NFSD: three noise predictions per view at t >= 200) and the body recipe's
+animation stage (ASD: two). Reports the median step time, peak GPU memory and the parts
+measured on their own. Targets: head <= 60 ms, body <= 90 ms, peak <= 20 GiB.
+With --cpu-tiny instead: 20 steps of `--guidance tiny` at 64x64 on the CPU (target < 1 min).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from avatarcli.binding import deform
+from avatarcli.conditions import ConditionRenderer
+from avatarcli.generate import Trainer, recipe
+from avatarcli.guidance.diffusion import Components, DiffusionGuidance, GuidanceConfig
+from avatarcli.guidance.scores import BODY_TIMESTEPS, HEAD_TIMESTEPS
+from avatarcli.guidance.tiny import tiny_components, write_tokenizer_files
+from avatarcli.initialize import init_avatar
+from avatarcli.render import render_gaussians
+from avatarcli.render.cameras import Cameras
+from avatarcli.templates import load_template
+
+from common import time_it, write_result
+
+
+def sd15_components(device: torch.device, dtype: torch.dtype = torch.float16) -> Components:
+    """The SD 1.5 UNet, an SD 1.5 ControlNet, the SD VAE and CLIP ViT-L text encoder, random weights."""
+    import tempfile
+    from pathlib import Path
+
+    from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(0)
+    with torch.device(device):
+        unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
+        controlnet = ControlNetModel(cross_attention_dim=768, attention_head_dim=8)
+        vae = AutoencoderKL(
+            block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4, sample_size=512,
+        )  # fmt: skip
+        text = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
+                                            vocab_size=49408, max_position_embeddings=77))  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        vocab, merges = write_tokenizer_files(Path(tmp))
+        tokenizer = CLIPTokenizer(str(vocab), str(merges))
+    for m in (unet, controlnet, vae, text):
+        m.requires_grad_(False).eval().to(device=device, dtype=dtype)
+    sched = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    return Components(unet, vae, text, tokenizer, controlnet, sched.alphas_cumprod.to(device), "sd15-random", vae_scale=8)
+
+
+def params_m(m: torch.nn.Module) -> float:
+    return sum(p.numel() for p in m.parameters()) / 1e6
+
+
+def bench_kind(kind: str, comps: Components, steps: int, low_memory: bool, compile_: bool) -> dict:
+    device = torch.device("cuda")
+    tpl = load_template(kind, device=device)
+    av = init_avatar(tpl, points_per_triangle=10, seed=0)
+    score = "nfsd" if kind == "head" else "asd"
+    schedule = HEAD_TIMESTEPS if kind == "head" else BODY_TIMESTEPS
+    gcfg = GuidanceConfig(score=score, resolution=512, low_memory=low_memory, timesteps=schedule)
+    guide = DiffusionGuidance(comps, gcfg)
+    if compile_:
+        guide.compile()
+    stages = ("animate",)
+    cfg = recipe(kind, "a knight in shining armour", stages=stages, steps=100_000, checkpoint_every=0)
+    cfg.densify.start = 10**9  # growth changes the count between runs; time the steady state
+    trainer = Trainer(av, tpl, guide, cfg)
+    if kind == "body" and cfg.residual_weights:
+        from avatarcli.binding import ResidualWeights
+
+        trainer.residual = ResidualWeights(tpl.num_joints, trainer.radius).to(device)
+        trainer._make_optimizers()
+    warm = 25 if compile_ else 5
+    for _ in range(warm):
+        trainer.train_step()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        trainer.train_step()
+        torch.cuda.synchronize()
+        times.append((time.perf_counter() - t0) * 1e3)
+    peak = torch.cuda.max_memory_allocated() / 2**30
+
+    # the parts on their own
+    b, res = cfg.batch, cfg.resolution
+    pose = trainer.poses(b, "animate")
+    posed = tpl.pose(pose)
+    cams, _, _, _ = trainer._cameras(posed, b, res)
+    g, binding = trainer.gaussians(), trainer.binding()
+
+    def render_fb() -> None:
+        img, _, _ = render_gaussians(deform(g, binding, tpl, posed), cams, torch.ones(3, device=device))
+        img.sum().backward()
+
+    small = Cameras(cams.viewmats, cams.Ks * torch.tensor([0.5, 0.5, 1.0], device=device)[:, None], 512, 512)
+    cond_renderer = ConditionRenderer(tpl)
+
+    def conditions() -> None:
+        with torch.no_grad():
+            cond_renderer(posed, small)
+
+    x = torch.rand(b, 3, 512, 512, device=device, requires_grad=True)
+
+    def vae_fb() -> None:
+        guide.encode(x).sum().backward()
+
+    z = torch.randn(b, 4, 64, 64, device=device)
+    t = torch.randint(20, 800, (b,), device=device)
+    emb = [guide.embed(["x"] * b)] * (3 if score == "nfsd" else 2)
+    cond = torch.rand(b, 3, 512, 512, device=device)
+
+    def unet() -> None:
+        with torch.no_grad():
+            guide.predict(z, t, emb, cond)
+
+    named = (("render 8 views f+b", render_fb), ("conditions", conditions), ("VAE encode f+b", vae_fb), ("UNet+ControlNet", unet))
+    parts = {name: time_it(fn, warmup=3, repeat=10)["median_ms"] for name, fn in named}
+    step = statistics.median(times)
+    parts["rest"] = step - sum(parts.values())
+    return {
+        "gaussians": len(av), "score": score, "batch": b, "render_size": res, "low_memory": low_memory, "compile": compile_,
+        "step_ms_median": step, "step_ms_min": min(times), "peak_gib": peak, "parts_ms": parts,
+        "steps_10k_minutes": step * 10_000 / 60_000,
+    }  # fmt: skip
+
+
+def cpu_tiny(steps: int) -> dict:
+    dev = torch.device("cpu")
+    tpl = load_template("head")
+    av = init_avatar(tpl, points_per_triangle=2, seed=0)
+    guide = DiffusionGuidance(tiny_components(dev), GuidanceConfig(resolution=64))
+    cfg = recipe("head", "a knight", steps=steps, batch=4, resolution=64, checkpoint_every=0)
+    trainer = Trainer(av, tpl, guide, cfg)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        trainer.train_step()
+    return {"steps": steps, "seconds": time.perf_counter() - t0, "gaussians": len(av), "threads": torch.get_num_threads()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--kinds", default="head,body")
+    ap.add_argument("--low-memory", action="store_true")
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--cpu-tiny", action="store_true")
+    args = ap.parse_args()
+    if args.cpu_tiny:
+        r = cpu_tiny(args.steps)
+        write_result("generate_cpu_tiny", r)
+        print(f"CPU, tiny guidance, 64x64: {r['steps']} steps in {r['seconds']:.1f} s ({r['gaussians']:,} Gaussians)")
+        return
+    comps = sd15_components(torch.device("cuda"))
+    nets = (("UNet", comps.unet), ("ControlNet", comps.controlnet), ("VAE", comps.vae), ("text", comps.text_encoder))
+    sizes = {n: params_m(m) for n, m in nets}
+    print("random SD 1.5, parameters (M): " + ", ".join(f"{n} {v:.0f}" for n, v in sizes.items()))
+    results = {k: bench_kind(k, comps, args.steps, args.low_memory, args.compile) for k in args.kinds.split(",")}
+    tag = "generate_step" + ("_lowmem" if args.low_memory else "") + ("_compiled" if args.compile else "")
+    write_result(tag, results)
+    for kind, r in results.items():
+        parts = ", ".join(f"{k} {v:.1f}" for k, v in r["parts_ms"].items())
+        print(f"{kind}: {r['step_ms_median']:.1f} ms/step (min {r['step_ms_min']:.1f}), peak {r['peak_gib']:.1f} GiB, "
+              f"10k steps {r['steps_10k_minutes']:.1f} min | {parts}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
