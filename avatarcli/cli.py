@@ -173,6 +173,9 @@ def generate(
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints (0: only at the end and on Ctrl-C).")] = 500,
     preview_every: Annotated[int, typer.Option(help="Steps between preview images (front/side/back + condition) in OUTPUT.previews/.")] = 0,
     low_memory: Annotated[bool, typer.Option(help="Encode and denoise one view at a time (slower; fits smaller GPUs).")] = False,
+    compile_networks: Annotated[
+        bool, typer.Option("--compile", help="torch.compile the diffusion networks (CUDA: minutes once, faster steps).")
+    ] = False,
     points_per_triangle: Annotated[
         int, typer.Option("--points-per-triangle", "-k", help="Gaussians per triangle for the implied init.")
     ] = 10,
@@ -241,6 +244,8 @@ def generate(
                              controlnet_subfolder if controlnet else base.controlnet_subfolder, base.vae)  # fmt: skip
         comps = load_components(spec, dev)
     guide = DiffusionGuidance(comps, gcfg)
+    if compile_networks:
+        guide.compile()
     preview_dir = Path(out).with_suffix(".previews") if preview_every else None
     history = _command_line()
     columns = (TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[gaussians]} Gaussians"), TextColumn("{task.fields[rate]}"))

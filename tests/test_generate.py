@@ -31,7 +31,7 @@ def _guide(tiny, score):
 
 def _cfg(kind, steps=6, **kw):
     cfg = recipe(kind, "a knight in armour", steps=steps, batch=2, resolution=64, checkpoint_every=3, **kw)
-    cfg.densify = DensifyConfig(start=2, stop=6, every=2)
+    cfg.densify = DensifyConfig(start=2, stop=6, every=2, grad_threshold=1e-9)  # grow every time
     return cfg
 
 

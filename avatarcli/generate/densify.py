@@ -33,12 +33,17 @@ class Densifier:
         return c.start <= step <= c.stop and step % c.every == 0 and step > 0
 
     @torch.no_grad()
-    def accumulate(self, meta: dict, n: int) -> None:
-        """Add this step's gradient norms; ``meta`` from the rasterizer after backward."""
+    def accumulate(self, meta: dict, n: int, elements: int = 1) -> None:
+        """Add this step's gradient norms; ``meta`` from the rasterizer after backward.
+
+        ``elements``: how many terms per view the loss sums (latent or pixel values).
+        Distillation losses are sums, 3DGS photometric losses means; dividing by the count
+        puts the gradients on the scale gsplat's thresholds were tuned for.
+        """
         means2d = meta["means2d"]
         if means2d.grad is None:
             return
-        grads = means2d.grad.reshape(-1, n, 2).clone()
+        grads = means2d.grad.reshape(-1, n, 2) / float(elements)
         cams = grads.shape[0]
         # the same normalisation as gsplat's strategies, so their thresholds carry over
         grads[..., 0] *= meta["width"] / 2.0 * cams

@@ -39,13 +39,16 @@ class PoseSampler:
     Args:
         template: the template to pose.
         generator: CPU generator (for reproducibility).
+        motions: built-in motions of the template's kind whose frames are drawn (default: all).
+        animated: False keeps every view in the rest pose (heads) or star pose (bodies).
     """
 
-    def __init__(self, template: Template, generator: torch.Generator) -> None:
+    def __init__(self, template: Template, generator: torch.Generator, motions: tuple[str, ...] = (), animated: bool = True) -> None:
         self.template = template
         self.g = generator
+        self.animated = animated
         kind = template.kind
-        clips = [to_template_poses(builtin_motion(n, kind, fps=15), template)[0] for n in BUILTINS[kind]]
+        clips = [to_template_poses(builtin_motion(n, kind, fps=15), template)[0] for n in (motions or tuple(BUILTINS[kind]))]
         self._pool_rot = torch.cat([c.rotations.cpu() for c in clips])
         self._pool_expr = torch.cat([c.expression.cpu() for c in clips])
 
@@ -96,4 +99,8 @@ class PoseSampler:
         return Pose(rot, expr, torch.zeros(n, 3)).to(self.template.device)
 
     def __call__(self, n: int, stage: str) -> Pose:
+        if not self.animated:
+            if self.template.kind == "head":
+                return self.template.zero_pose(n)
+            return self.body(n, "canonical")
         return self.head(n) if self.template.kind == "head" else self.body(n, stage)

@@ -44,13 +44,28 @@ GAUSS = {"means": "means", "scales": "log_scales", "quats": "quats", "opacities"
 FACE_RANGES = CameraRanges(distance=(0.9, 1.4), fovy_deg=(40.0, 60.0), elevation_deg=(-15.0, 25.0), azimuth_deg=(-70.0, 70.0))
 
 
+@dataclass
+class Scene:
+    """What a step rendered: the posed templates, their cameras and the background."""
+
+    posed: Posed
+    cameras: Cameras
+    background: Tensor
+
+
 class Guidance(Protocol):
     """What the trainer needs from a guidance (diffusion or reference)."""
 
     resolution: int
 
     def loss(
-        self, images: Tensor, conditions: Tensor | None, prompts: list[str], progress: float, generator: torch.Generator
+        self,
+        images: Tensor,
+        conditions: Tensor | None,
+        prompts: list[str],
+        progress: float,
+        generator: torch.Generator,
+        scene: Scene | None = None,
     ) -> tuple[Tensor, dict]: ...
 
     def wants_conditions(self) -> bool: ...
@@ -87,7 +102,7 @@ class Trainer:
         torch.manual_seed(config.seed)  # splits draw from the global generator
         self.step = 0
         self.stage_index = 0
-        self.poses = PoseSampler(template, self.gen)
+        self.poses = PoseSampler(template, self.gen, config.train_motions, config.animated)
         self.conditions = ConditionRenderer(template)
         av = avatar.to(self.device)
         self.betas = torch.nn.Parameter(
@@ -203,12 +218,12 @@ class Trainer:
             small = Cameras(cams.viewmats, cams.Ks * torch.tensor([scale, scale, 1.0], device=self.device)[:, None], r, r)
             with torch.no_grad():
                 conditions = self.conditions(posed, small)
-        loss, _ = self.guidance.loss(images, conditions, self.prompts(az, el, face), progress, self.gen)
+        loss, info = self.guidance.loss(images, conditions, self.prompts(az, el, face), progress, self.gen, scene=Scene(posed, cams, bg))
         total = loss + self._regularisers(g, binding)
         for opt in (*self.optimizers.values(), *self.extra_optimizers.values()):
             opt.zero_grad(set_to_none=True)
         total.backward()
-        self.densifier.accumulate(meta, len(g))
+        self.densifier.accumulate(meta, len(g), int(info.get("elements", 1)))
         for opt in self.optimizers.values():
             opt.step()
         if "betas" in self.extra_optimizers and progress < cfg.shape_freeze:
@@ -242,6 +257,17 @@ class Trainer:
         self.densifier.refine(self.params, self.optimizers, scale)
 
     # -- running ---------------------------------------------------------------------------
+    def train(self, on_step: Callable[[StepReport], None] | None = None) -> None:
+        """Run the remaining steps of all stages (no files written)."""
+        while self.step < self.total_steps:
+            if self.step >= self._stage_end():
+                self._enter_next_stage()
+            report = self.train_step()
+            if not math.isfinite(report.loss):
+                raise AvatarError(f"training diverged at step {self.step} (loss {report.loss}); try lower learning rates")
+            if on_step is not None:
+                on_step(report)
+
     def run(
         self,
         output: str | Path,
@@ -250,19 +276,17 @@ class Trainer:
     ) -> Avatar:
         """Train to the end, checkpointing as configured; Ctrl-C checkpoints and re-raises."""
         cfg = self.cfg
+
+        def after_step(report: StepReport) -> None:
+            if on_step is not None:
+                on_step(report)
+            if preview_dir is not None and cfg.preview_every and self.step % cfg.preview_every == 0:
+                self.write_preview(preview_dir / f"step_{self.step:06d}.png")
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < self.total_steps:
+                self.save(output)
+
         try:
-            while self.step < self.total_steps:
-                if self.step >= self._stage_end():
-                    self._enter_next_stage()
-                report = self.train_step()
-                if not math.isfinite(report.loss):
-                    raise AvatarError(f"training diverged at step {self.step} (loss {report.loss}); try lower learning rates")
-                if on_step is not None:
-                    on_step(report)
-                if preview_dir is not None and cfg.preview_every and self.step % cfg.preview_every == 0:
-                    self.write_preview(preview_dir / f"step_{self.step:06d}.png")
-                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < self.total_steps:
-                    self.save(output)
+            self.train(after_step)
         except KeyboardInterrupt:
             self.save(output)
             raise

@@ -230,8 +230,8 @@ def rasterize_reference(
     near_plane: float = 0.01,
     far_plane: float = 1e10,
     eps2d: float = 0.3,
-    tile_size: int = 16,
-    budget: int = 1 << 22,
+    tile_size: int = 8,
+    budget: int = 1 << 20,
 ) -> tuple[Tensor, Tensor, dict]:
     """Render C images, camera c seeing Gaussian set c.
 
@@ -240,7 +240,9 @@ def rasterize_reference(
         colors: (C, N, D) colours, or (C, N, K, 3) SH coefficients with ``sh_degree``.
         viewmats: (C, 4, 4); Ks: (C, 3, 3); width, height: pixels.
         backgrounds: (C, D) or None (black, with alpha to composite later).
-        budget: elements per batched tile chunk (memory against Python loop trips).
+        tile_size: pixels per tile side; budget: elements per batched chunk of tiles. Small
+            tiles and chunks keep the work near each Gaussian's footprint and in cache
+            (8 and 2^20 were fastest on a CPU at 64-128 px, about twice 16 and 2^22).
 
     Returns:
         colors (C, H, W, D), alphas (C, H, W, 1) and a dict like gsplat's ``meta``
