@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -14,7 +15,7 @@ from torch import Tensor
 
 from avatarcli.avatar import Avatar
 from avatarcli.binding import deform
-from avatarcli.generate import Trainer, recipe
+from avatarcli.generate import StepReport, Trainer, recipe
 from avatarcli.guidance.reference import ReferenceGuidance, reference_avatar
 from avatarcli.initialize import init_avatar
 from avatarcli.motion import to_template_poses
@@ -66,11 +67,16 @@ def _ring(center: Tensor, distance: float, azimuths: list[float], elevations: li
     return Cameras(look_at(eye, c), intrinsics(torch.full((len(az),), fovy), size, size), size, size)
 
 
+def _rest_framing(template: Template, reference: Avatar) -> tuple[Tensor, float]:
+    ref = reference.to(template.device)
+    with torch.no_grad():
+        pg = deform(ref.gaussians, ref.binding, template, template.pose(template.zero_pose(1)))
+    return framing(pg)
+
+
 def held_out_views(template: Template, reference: Avatar, size: int) -> EvalSet:
     """16 views in the rest pose (8 azimuths x 2 elevations) between the training cameras' draws."""
-    with torch.no_grad():
-        pg = deform(reference.gaussians, reference.binding, template, template.pose(template.zero_pose(1)))
-    center, radius = framing(pg)
+    center, radius = _rest_framing(template, reference)
     distance = radius / math.tan(math.radians(20.0)) * 1.1
     cams = _ring(center, distance, [22.5 + 45.0 * k for k in range(8)], [5.0, 25.0], size)
     return EvalSet("views", template.zero_pose(len(cams)), cams.to(template.device))
@@ -78,9 +84,7 @@ def held_out_views(template: Template, reference: Avatar, size: int) -> EvalSet:
 
 def held_out_motions(template: Template, reference: Avatar, motions: tuple[str, ...], size: int, frames: int = 6) -> EvalSet:
     """Frames of built-in motions seen from the front, three-quarters and the side."""
-    with torch.no_grad():
-        pg = deform(reference.gaussians, reference.binding, template, template.pose(template.zero_pose(1)))
-    center, radius = framing(pg)
+    center, radius = _rest_framing(template, reference)
     distance = radius / math.tan(math.radians(20.0)) * 1.15
     poses: list[Pose] = []
     cams: list[Cameras] = []
@@ -142,6 +146,7 @@ def reconstruct(
     reference: Avatar | None = None,
     split: tuple[tuple[str, ...], tuple[str, ...]] | None = None,
     start: Avatar | None = None,
+    on_step: Callable[[StepReport], None] | None = None,
 ) -> Reconstruction:
     """Train a fresh avatar towards the hidden reference with the generate recipe, then score it.
 
@@ -162,7 +167,7 @@ def reconstruct(
     start = start or init_avatar(template.to("cpu"), points_per_triangle, seed)
     t0 = time.perf_counter()
     trainer = Trainer(start, template, guide, cfg)
-    trainer.train()
+    trainer.train(on_step)
     if template.device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0

@@ -13,6 +13,7 @@ Targets at 512x512: held-out-motion PSNR >= 30 dB (head), >= 28 dB (body).
 from __future__ import annotations
 
 import argparse
+import time
 
 import torch
 
@@ -36,16 +37,28 @@ def main() -> None:
     tpl = load_template(args.kind, device=device)
     ref = reference_avatar(tpl)
     runs = {}
+    split = HEAD_SPLIT if args.kind == "head" else BODY_SPLIT
+    clock = [time.perf_counter()]
+
+    def report(r) -> None:  # type: ignore[no-untyped-def]
+        if r.step % 500 == 0:
+            now = time.perf_counter()
+            print(
+                f"  step {r.step} ({r.stage}): {r.gaussians:,} Gaussians, loss {r.loss:.3g}, {2 * (now - clock[0]):.1f} ms/step", flush=True
+            )
+            clock[0] = now
+
     for animated in (True,) if args.no_ablation else (True, False):
-        r = reconstruct(tpl, args.steps, args.resolution, args.batch, animated=animated, points_per_triangle=args.k, reference=ref)
+        r = reconstruct(
+            tpl, args.steps, args.resolution, args.batch, animated=animated, points_per_triangle=args.k, reference=ref, on_step=report
+        )
         name = "animated" if animated else "rest-pose only"
         runs[name] = {"steps": r.steps, "seconds": r.seconds, "gaussians": r.gaussians, "scores": r.scores}
         speed = f"{r.steps} steps in {r.seconds:.0f} s ({1000 * r.seconds / r.steps:.1f} ms/step), {r.gaussians:,} Gaussians"
         scores = " | ".join(f"{k}: PSNR {v['psnr']:.2f} dB, SSIM {v['ssim']:.3f}" for k, v in r.scores.items())
         print(f"{args.kind} {name}: {speed} | {scores}", flush=True)
-    split = HEAD_SPLIT if args.kind == "head" else BODY_SPLIT
-    write_result(f"reconstruct_{args.kind}", {"reference_gaussians": len(ref), "train_motions": split[0], "held_out_motions": split[1],
-                                              "resolution": args.resolution, "batch": args.batch, "runs": runs})  # fmt: skip
+        write_result(f"reconstruct_{args.kind}", {"reference_gaussians": len(ref), "train_motions": split[0], "held_out_motions": split[1],
+                                                  "resolution": args.resolution, "batch": args.batch, "runs": runs})  # fmt: skip
 
 
 if __name__ == "__main__":
