@@ -256,7 +256,11 @@ def generate(
             def on_step(r):  # type: ignore[no-untyped-def]
                 speed = bar.tasks[0].speed
                 bar.update(
-                    task, completed=r.step, loss=f"{r.loss:.3g}", gaussians=f"{r.gaussians:,}", rate=f"{speed:.2f} it/s" if speed else ""
+                    task,
+                    completed=r.step,
+                    loss=f"{r.loss:.3g}" if r.step % 10 == 0 else bar.tasks[0].fields["loss"],
+                    gaussians=f"{r.gaussians:,}",
+                    rate=f"{speed:.2f} it/s" if speed else "",
                 )
 
             av.add_history(history)

@@ -73,10 +73,17 @@ class Guidance(Protocol):
 
 @dataclass
 class StepReport:
+    """One finished step. ``loss_tensor`` stays on the device: reading ``loss`` waits for the
+    GPU, so callers that do not need it every step let the CPU run ahead."""
+
     step: int
     stage: str
-    loss: float
+    loss_tensor: Tensor
     gaussians: int
+
+    @property
+    def loss(self) -> float:
+        return float(self.loss_tensor)
 
 
 class Trainer:
@@ -233,7 +240,7 @@ class Trainer:
         self.step += 1
         if self.densifier.due(self.step - self._stage_start()):
             self._refine()
-        return StepReport(self.step, self.stage, float(total.detach()), len(self.params["means"]))
+        return StepReport(self.step, self.stage, total.detach(), len(self.params["means"]))
 
     def _stage_start(self) -> int:
         return self._stage_end() - self.cfg.stage_steps()[self.stage_index][1]
@@ -263,7 +270,7 @@ class Trainer:
             if self.step >= self._stage_end():
                 self._enter_next_stage()
             report = self.train_step()
-            if not math.isfinite(report.loss):
+            if (self.step % 100 == 0 or self.step == self.total_steps) and not math.isfinite(report.loss):
                 raise AvatarError(f"training diverged at step {self.step} (loss {report.loss}); try lower learning rates")
             if on_step is not None:
                 on_step(report)
