@@ -38,7 +38,7 @@ from avatarcli.preview import framing, turntable_cameras
 from avatarcli.render import render_gaussians
 from avatarcli.render.cameras import CameraRanges, Cameras, sample_cameras
 from avatarcli.rig import rig_gaussians
-from avatarcli.templates import Posed, Template
+from avatarcli.templates import Pose, Posed, Template
 
 GAUSS = {"means": "means", "scales": "log_scales", "quats": "quats", "opacities": "opacity_logits", "sh": "sh"}
 FACE_RANGES = CameraRanges(distance=(0.9, 1.4), fovy_deg=(40.0, 60.0), elevation_deg=(-15.0, 25.0), azimuth_deg=(-70.0, 70.0))
@@ -46,8 +46,10 @@ FACE_RANGES = CameraRanges(distance=(0.9, 1.4), fovy_deg=(40.0, 60.0), elevation
 
 @dataclass
 class Scene:
-    """What a step rendered: the posed templates, their cameras and the background."""
+    """What a step rendered: the poses, the posed templates (with the avatar's shape), the
+    cameras and the background."""
 
+    pose: Pose
     posed: Posed
     cameras: Cameras
     background: Tensor
@@ -225,7 +227,8 @@ class Trainer:
             small = Cameras(cams.viewmats, cams.Ks * torch.tensor([scale, scale, 1.0], device=self.device)[:, None], r, r)
             with torch.no_grad():
                 conditions = self.conditions(posed, small)
-        loss, info = self.guidance.loss(images, conditions, self.prompts(az, el, face), progress, self.gen, scene=Scene(posed, cams, bg))
+        scene = Scene(pose, posed, cams, bg)
+        loss, info = self.guidance.loss(images, conditions, self.prompts(az, el, face), progress, self.gen, scene=scene)
         total = loss + self._regularisers(g, binding)
         for opt in (*self.optimizers.values(), *self.extra_optimizers.values()):
             opt.zero_grad(set_to_none=True)

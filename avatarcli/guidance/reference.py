@@ -67,9 +67,14 @@ class ReferenceGuidance:
 
     @torch.no_grad()
     def target(self, scene: object) -> Tensor:
-        """The reference rendered like the training views: (B, H, W, 3)."""
+        """The reference rendered like the training views: (B, H, W, 3).
+
+        Same poses and cameras, but the reference's own template shape: the avatar being
+        trained may be learning its shape, the target must not move with it.
+        """
         ref = self.reference
-        pg = deform(ref.gaussians, ref.binding, self.template, scene.posed)  # type: ignore[attr-defined]
+        posed = self.template.pose(scene.pose, ref.betas if ref.betas.numel() else None)  # type: ignore[attr-defined]
+        pg = deform(ref.gaussians, ref.binding, self.template, posed)
         images, _, _ = render_gaussians(pg, scene.cameras, scene.background)  # type: ignore[attr-defined]
         return images
 
