@@ -169,7 +169,12 @@ def main() -> None:
     nets = (("UNet", comps.unet), ("ControlNet", comps.controlnet), ("VAE", comps.vae), ("text", comps.text_encoder))
     sizes = {n: params_m(m) for n, m in nets}
     print("random SD 1.5, parameters (M): " + ", ".join(f"{n} {v:.0f}" for n, v in sizes.items()))
-    results = {k: bench_kind(k, comps, args.steps, args.low_memory, args.compile) for k in args.kinds.split(",")}
+    results = {}
+    for k in args.kinds.split(","):
+        # a fresh copy of the networks per kind: compiling wraps (and so changes) the modules
+        results[k] = bench_kind(k, sd15_components(torch.device("cuda")) if results else comps, args.steps, args.low_memory, args.compile)
+        r = results[k]
+        print(f"{k}: {r['step_ms_median']:.1f} ms/step, peak {r['peak_gib']:.1f} GiB", flush=True)
     tag = "generate_step" + ("_lowmem" if args.low_memory else "") + ("_compiled" if args.compile else "")
     write_result(tag, results)
     for kind, r in results.items():

@@ -182,6 +182,8 @@ class DiffusionGuidance:
         self.device = components.alphas_cumprod.device
         self._embeddings: dict[str, Tensor] = {}
         self._encode = components.vae.encode  # type: ignore[attr-defined]
+        self._dtype = components.unet.dtype  # type: ignore[attr-defined]
+        self._compiled = False
         if self.device.type == "cuda":
             # channels-last helps the UNet and ControlNet a little; it slows the VAE (its
             # GroupNorms) by half on an H200 (bench/RESULTS.md), so the VAE stays contiguous
@@ -192,6 +194,9 @@ class DiffusionGuidance:
     def compile(self) -> None:
         """torch.compile the UNet, ControlNet and VAE encoder: a few minutes once, then
         about a third off their time (bench/RESULTS.md)."""
+        if self._compiled:
+            return
+        self._compiled = True
         self.c.unet = torch.compile(self.c.unet)  # type: ignore[assignment]
         if self.c.controlnet is not None:
             self.c.controlnet = torch.compile(self.c.controlnet)  # type: ignore[assignment]
@@ -239,7 +244,7 @@ class DiffusionGuidance:
     def predict(self, latents_t: Tensor, t: Tensor, embeddings: list[Tensor], condition: Tensor | None) -> list[Tensor]:
         """Noise predictions for each embedding batch, with the ControlNet condition."""
         unet, cn = self.c.unet, self.c.controlnet
-        dtype = unet.dtype  # type: ignore[attr-defined]
+        dtype = self._dtype
         k = len(embeddings)
         groups = [list(range(k))] if not self.config.low_memory else [[i] for i in range(k)]
         outs: list[Tensor] = []
