@@ -91,6 +91,7 @@ def write_flame(root: Path, arrays: TemplateArrays) -> Path:
     dynamic = {"lmk_face_idx": arrays.dynamic_lmk_faces_idx.astype(np.int64), "lmk_b_coords": arrays.dynamic_lmk_bary_coords}
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".dyn.", suffix=".npy")
     os.close(fd)
+    # smplx reads this file as a pickled dict; it is written here, for the built-in template only
     np.save(tmp, np.array(dynamic, dtype=object), allow_pickle=True)
     os.replace(tmp, folder / "flame_dynamic_embedding.npy")
     return model
