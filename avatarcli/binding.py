@@ -21,7 +21,7 @@ Two bindings:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -124,15 +124,6 @@ class SkinningBinding:
 Binding = TriangleBinding | SkinningBinding
 
 
-def cat_bindings(parts: list[Binding]) -> Binding:
-    """Concatenate bindings of one kind (a residual network, if any, is the first part's)."""
-    first = parts[0]
-    merged = {f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in fields(first) if f.name != "residual"}
-    if isinstance(first, SkinningBinding):
-        merged["residual"] = first.residual
-    return type(first)(**merged)
-
-
 @dataclass
 class PosedGaussians:
     """World-space Gaussians for a batch of B poses (activated values).
@@ -165,12 +156,6 @@ def triangle_frames(vertices: Tensor, faces: Tensor) -> tuple[Tensor, Tensor, Te
     """
     centers, rot, k, _ = _frames(vertices, faces)
     return centers, rot, k
-
-
-def triangle_affine_frames(vertices: Tensor, faces: Tensor) -> tuple[Tensor, Tensor]:
-    """Centroids (B, F, 3) and affine frames (B, F, 3, 3) with columns (v1 - v0, v2 - v0, sqrt(a) n)."""
-    centers, _, _, affine = _frames(vertices, faces)
-    return centers, affine
 
 
 def _frames(vertices: Tensor, faces: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from typing import TypeVar
+from collections.abc import Sequence
 
 from rich.console import Console
 from rich.panel import Panel
@@ -19,7 +18,6 @@ from rich.progress import (
 from rich.table import Table
 
 console = Console(stderr=True, highlight=False)
-T = TypeVar("T")
 
 
 def progress(*extra_columns: TextColumn) -> Progress:
@@ -35,19 +33,6 @@ def progress(*extra_columns: TextColumn) -> Progress:
         console=console,
         transient=False,
     )
-
-
-def track(items: Sequence[T] | Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
-    """Iterate with a progress bar."""
-    with progress() as bar:
-        task = bar.add_task(description, total=total if total is not None else len(items))  # type: ignore[arg-type]
-        for item in items:
-            yield item
-            bar.advance(task)
-
-
-def status(message: str) -> None:
-    console.print(f"[dim]{message}[/dim]")
 
 
 def warn(message: str) -> None:

@@ -48,7 +48,9 @@ def grid(images: np.ndarray) -> np.ndarray:
 
 
 def output_kind(path: str | Path) -> str:
-    """ "mp4", "gif" or "folder", from the output path."""
+    """The kind of frame output a path names: "mp4", "gif" or "folder"."""
+    if str(path) == "-":
+        raise AvatarError("frames cannot go to standard output: name a folder, an .mp4 or a .gif")
     suffix = Path(path).suffix.lower()
     if suffix == ".mp4":
         return "mp4"

@@ -82,6 +82,7 @@ def test_follow_camera_keeps_the_walker_in_frame(body_template, body_avatar):
         ("{tmp}/m.pkl", "-o", "{out}.mp4"),
         ("nod", "-o", "{out}.mp4", "--fps", "0"),
         ("nod", "-o", "{out}.mp4", "--start", "50"),
+        ("nod", "-o", "-"),
     ],
 )
 def test_bad_animate_input(head_file, tmp_path, args):

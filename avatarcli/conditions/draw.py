@@ -28,21 +28,6 @@ def segment_distance(pix: Tensor, a: Tensor, b: Tensor) -> Tensor:
     return (pa - t[..., None] * ba).norm(dim=-1)
 
 
-def paint(canvas: Tensor, coverage: Tensor, colors: Tensor, opacity: float = 1.0) -> Tensor:
-    """Paint shapes in order over ``canvas`` (B, H, W, 3).
-
-    Args:
-        coverage: (B, S, H, W) in [0, 1], zero where a shape is not drawn.
-        colors: (S, 3) or (B, S, 3) in [0, 1].
-    """
-    if colors.dim() == 2:
-        colors = colors[None].expand(coverage.shape[0], -1, -1)
-    for s in range(coverage.shape[1]):
-        a = (coverage[:, s] * opacity)[..., None]
-        canvas = canvas * (1 - a) + colors[:, s, None, None, :] * a
-    return canvas
-
-
 def paint_layer(canvas: Tensor, coverage: Tensor, colors: Tensor, opacity: float = 1.0) -> Tensor:
     """Paint shapes that do not need an order (or rarely overlap) in one pass.
 

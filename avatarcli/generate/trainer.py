@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -403,7 +403,3 @@ class Trainer:
             panels.append(self.conditions(posed1, cams.index([0])))
         grid = np.concatenate(list(to_uint8(torch.cat(panels))), axis=1)
         write_png(grid, path)
-
-
-def describe_config(cfg: GenerateConfig) -> dict[str, Any]:
-    return {"stages": [f"{s} ({n} steps)" for s, n in cfg.stage_steps()], "batch": cfg.batch, "resolution": cfg.resolution}
