@@ -200,7 +200,7 @@ def deform(gaussians: Gaussians, binding: Binding, template: Template, posed: Po
         t = torch.einsum("nj,bjk->bnk", weights, posed.transforms.reshape(posed.transforms.shape[0], -1, 16))
         t = t.reshape(t.shape[0], t.shape[1], 4, 4)
         means = (t[..., :3, :3] @ rest[..., None])[..., 0] + t[..., :3, 3]
-        blended = torch.einsum("nj,bjk->bnk", weights, joint_quats(posed.transforms, template.parents))
+        blended = torch.einsum("nj,bjk->bnk", weights, joint_quats(posed.transforms, template.levels))
         world_quats = quat_multiply(F.normalize(blended, dim=-1), quats[None].expand(blended.shape[0], -1, -1))
         world_scales = scales[None].expand(means.shape[0], -1, -1)
     return PosedGaussians(means, world_quats, world_scales, torch.sigmoid(gaussians.opacity_logits), gaussians.sh)
@@ -213,16 +213,20 @@ def surface_offsets(template: Template, posed: Posed, binding: SkinningBinding) 
     return (disp * binding.bary[None, :, :, None]).sum(dim=2)
 
 
-def joint_quats(transforms: Tensor, parents: Tensor) -> Tensor:
+def joint_quats(transforms: Tensor, levels: list[tuple[Tensor, Tensor]]) -> Tensor:
     """Rotations of the joint transforms (B, J, 4, 4) as quaternions (B, J, 4), each sign
-    chosen to agree with its parent's so that neighbouring joints blend the short way."""
+    chosen to agree with its parent's so that neighbouring joints blend the short way.
+
+    ``levels``: the kinematic tree a depth at a time (``Template.levels``), walked with index
+    tensors on the device so the GPU is never waited for.
+    """
     q = matrix_to_quat(transforms[..., :3, :3])
-    signs = [torch.ones_like(q[:, 0, :1])]
-    for j in range(1, q.shape[1]):
-        p = int(parents[j])
-        dot = ((q[:, j] * signs[p]) * q[:, p]).sum(-1, keepdim=True)
-        signs.append(torch.where(dot < 0, -signs[p], signs[p]))
-    return q * torch.stack(signs, dim=1)
+    signs = torch.ones_like(q[..., :1])
+    for idx, par in levels:
+        parent_sign = signs[:, par]
+        dot = ((q[:, idx] * parent_sign) * q[:, par]).sum(-1, keepdim=True)
+        signs[:, idx] = torch.where(dot < 0, -parent_sign, parent_sign)
+    return q * signs
 
 
 def rest_posed(template: Template, betas: Tensor | None = None) -> Posed:

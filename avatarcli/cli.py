@@ -153,6 +153,13 @@ def generate(
     diffusion: Annotated[Optional[str], typer.Option(help="Base model: hub id or local diffusers folder (default per model kind).")] = None,
     controlnet: Annotated[Optional[str], typer.Option(help="ControlNet: hub id or local folder (default per model kind).")] = None,
     controlnet_subfolder: Annotated[Optional[str], typer.Option(help="Subfolder of the ControlNet repository.")] = None,
+    encoder: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Encode renders with a tiny autoencoder (hub id or folder of a diffusers AutoencoderTiny, e.g. "
+            "madebyollin/taesd) instead of the VAE: faster steps, approximate latents."
+        ),
+    ] = None,
     score: Annotated[Optional[str], typer.Option(help="sds, nfsd (head default) or asd (body default).")] = None,
     cfg_scale: Annotated[float, typer.Option("--cfg", help="Classifier-free guidance scale.")] = 7.5,
     negative_prompt: Annotated[Optional[str], typer.Option(help="Negative prompt for nfsd.")] = None,
@@ -174,7 +181,10 @@ def generate(
     preview_every: Annotated[int, typer.Option(help="Steps between preview images (front/side/back + condition) in OUTPUT.previews/.")] = 0,
     low_memory: Annotated[bool, typer.Option(help="Encode and denoise one view at a time (slower; fits smaller GPUs).")] = False,
     compile_networks: Annotated[
-        bool, typer.Option("--compile", help="torch.compile the diffusion networks (CUDA: minutes once, faster steps).")
+        bool,
+        typer.Option(
+            "--compile", help="torch.compile the diffusion networks and the condition drawing (CUDA: minutes once, faster steps)."
+        ),
     ] = False,
     points_per_triangle: Annotated[
         int, typer.Option("--points-per-triangle", "-k", help="Gaussians per triangle for the implied init.")
@@ -203,6 +213,8 @@ def generate(
         raise AvatarError(f"unknown model kind {model!r}: choose head or body")
     if guidance not in ("diffusion", "tiny"):
         raise AvatarError(f"unknown guidance {guidance!r}: choose diffusion or tiny")
+    if guidance == "tiny" and encoder is not None:
+        raise AvatarError("--encoder applies to --guidance diffusion (tiny brings its own small networks)")
     out = output or f"{_slug(prompt)}.avatar"
     if out == "-":
         raise AvatarError("generate writes checkpoints beside its output: give a file name, not '-'")
@@ -241,11 +253,12 @@ def generate(
     else:
         base = DEFAULT_SPECS[model]
         spec = DiffusionSpec(diffusion or base.base, controlnet or base.controlnet,
-                             controlnet_subfolder if controlnet else base.controlnet_subfolder, base.vae)  # fmt: skip
+                             controlnet_subfolder if controlnet else base.controlnet_subfolder, base.vae, encoder)  # fmt: skip
         comps = load_components(spec, dev)
     guide = DiffusionGuidance(comps, gcfg)
     if compile_networks:
         guide.compile()
+        cfg.compile = True
     preview_dir = Path(out).with_suffix(".previews") if preview_every else None
     history = _command_line()
     columns = (TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[gaussians]} Gaussians"), TextColumn("{task.fields[rate]}"))

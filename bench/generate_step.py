@@ -1,6 +1,6 @@
 """Time per `avatar generate` training step with full-size Stable Diffusion 1.5 networks.
 
-    python bench/generate_step.py [--steps 20] [--kinds head,body] [--low-memory] [--compile]
+    python bench/generate_step.py [--steps 20] [--kinds head,body] [--low-memory] [--compile] [--tiny-encoder]
 
 UNet, ControlNet, VAE and CLIP text encoder are built from the SD 1.5 architecture with random
 weights (speed does not depend on the weights), in fp16 on the GPU. The avatar is a real
@@ -8,6 +8,8 @@ weights (speed does not depend on the weights), in fp16 on the GPU. The avatar i
 the head recipe (NFSD: three noise predictions per view at t >= 200) and the body recipe's
 animation stage (ASD: two). Reports the median step time, peak GPU memory and the parts
 measured on their own. Targets: head <= 60 ms, body <= 90 ms, peak <= 20 GiB.
+--tiny-encoder encodes with the TAESD architecture (diffusers AutoencoderTiny, `--encoder`)
+instead of the VAE.
 With --cpu-tiny instead: 20 steps of `--guidance tiny` at 64x64 on the CPU (target < 1 min).
 """
 
@@ -20,7 +22,6 @@ import time
 import torch
 
 from avatarcli.binding import deform
-from avatarcli.conditions import ConditionRenderer
 from avatarcli.generate import Trainer, recipe
 from avatarcli.guidance.diffusion import Components, DiffusionGuidance, GuidanceConfig
 from avatarcli.guidance.scores import BODY_TIMESTEPS, HEAD_TIMESTEPS
@@ -33,12 +34,12 @@ from avatarcli.templates import load_template
 from common import time_it, write_result
 
 
-def sd15_components(device: torch.device, dtype: torch.dtype = torch.float16) -> Components:
-    """The SD 1.5 UNet, an SD 1.5 ControlNet, the SD VAE and CLIP ViT-L text encoder, random weights."""
+def sd15_components(device: torch.device, dtype: torch.dtype = torch.float16, tiny_encoder: bool = False) -> Components:
+    """The SD 1.5 UNet, an SD 1.5 ControlNet, the SD VAE (or TAESD) and CLIP ViT-L text encoder, random weights."""
     import tempfile
     from pathlib import Path
 
-    from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, AutoencoderTiny, ControlNetModel, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     torch.manual_seed(0)
@@ -49,6 +50,8 @@ def sd15_components(device: torch.device, dtype: torch.dtype = torch.float16) ->
             block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
             up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4, sample_size=512,
         )  # fmt: skip
+        if tiny_encoder:
+            vae = AutoencoderTiny()  # the default configuration is TAESD's
         text = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
                                             vocab_size=49408, max_position_embeddings=77))  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
@@ -57,7 +60,8 @@ def sd15_components(device: torch.device, dtype: torch.dtype = torch.float16) ->
     for m in (unet, controlnet, vae, text):
         m.requires_grad_(False).eval().to(device=device, dtype=dtype)
     sched = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
-    return Components(unet, vae, text, tokenizer, controlnet, sched.alphas_cumprod.to(device), "sd15-random", vae_scale=8)
+    name = "sd15-random" + ("+taesd" if tiny_encoder else "")
+    return Components(unet, vae, text, tokenizer, controlnet, sched.alphas_cumprod.to(device), name, vae_scale=8)
 
 
 def params_m(m: torch.nn.Module) -> float:
@@ -77,6 +81,7 @@ def bench_kind(kind: str, comps: Components, steps: int, low_memory: bool, compi
     stages = ("animate",)
     cfg = recipe(kind, "a knight in shining armour", stages=stages, steps=100_000, checkpoint_every=0)
     cfg.densify.start = 10**9  # growth changes the count between runs; time the steady state
+    cfg.compile = compile_
     trainer = Trainer(av, tpl, guide, cfg)
     if kind == "body" and cfg.residual_weights:
         from avatarcli.binding import ResidualWeights
@@ -108,7 +113,7 @@ def bench_kind(kind: str, comps: Components, steps: int, low_memory: bool, compi
         img.sum().backward()
 
     small = Cameras(cams.viewmats, cams.Ks * torch.tensor([0.5, 0.5, 1.0], device=device)[:, None], 512, 512)
-    cond_renderer = ConditionRenderer(tpl)
+    cond_renderer = trainer.conditions
 
     def conditions() -> None:
         with torch.no_grad():
@@ -128,7 +133,7 @@ def bench_kind(kind: str, comps: Components, steps: int, low_memory: bool, compi
         with torch.no_grad():
             guide.predict(z, t, emb, cond)
 
-    named = (("render 8 views f+b", render_fb), ("conditions", conditions), ("VAE encode f+b", vae_fb), ("UNet+ControlNet", unet))
+    named = (("render 8 views f+b", render_fb), ("conditions", conditions), ("encode f+b", vae_fb), ("UNet+ControlNet", unet))
     parts = {name: time_it(fn, warmup=3, repeat=10)["median_ms"] for name, fn in named}
     step = statistics.median(times)
     parts["rest"] = step - sum(parts.values())
@@ -159,23 +164,26 @@ def main() -> None:
     ap.add_argument("--low-memory", action="store_true")
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--cpu-tiny", action="store_true")
+    ap.add_argument("--tiny-encoder", action="store_true")
     args = ap.parse_args()
     if args.cpu_tiny:
         r = cpu_tiny(args.steps)
         write_result("generate_cpu_tiny", r)
         print(f"CPU, tiny guidance, 64x64: {r['steps']} steps in {r['seconds']:.1f} s ({r['gaussians']:,} Gaussians)")
         return
-    comps = sd15_components(torch.device("cuda"))
+    comps = sd15_components(torch.device("cuda"), tiny_encoder=args.tiny_encoder)
     nets = (("UNet", comps.unet), ("ControlNet", comps.controlnet), ("VAE", comps.vae), ("text", comps.text_encoder))
     sizes = {n: params_m(m) for n, m in nets}
     print("random SD 1.5, parameters (M): " + ", ".join(f"{n} {v:.0f}" for n, v in sizes.items()))
     results = {}
     for k in args.kinds.split(","):
         # a fresh copy of the networks per kind: compiling wraps (and so changes) the modules
-        results[k] = bench_kind(k, sd15_components(torch.device("cuda")) if results else comps, args.steps, args.low_memory, args.compile)
+        nets = sd15_components(torch.device("cuda"), tiny_encoder=args.tiny_encoder) if results else comps
+        results[k] = bench_kind(k, nets, args.steps, args.low_memory, args.compile)
         r = results[k]
         print(f"{k}: {r['step_ms_median']:.1f} ms/step, peak {r['peak_gib']:.1f} GiB", flush=True)
     tag = "generate_step" + ("_lowmem" if args.low_memory else "") + ("_compiled" if args.compile else "")
+    tag += "_taesd" if args.tiny_encoder else ""
     write_result(tag, results)
     for kind, r in results.items():
         parts = ", ".join(f"{k} {v:.1f}" for k, v in r["parts_ms"].items())

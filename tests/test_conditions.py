@@ -56,3 +56,12 @@ def test_a_side_view_hides_the_far_arm(body_template):
     assert count(img[0], right_wrist) > 5 and count(img[0], left_wrist) > 5
     # seen from its left (+x), the torso hides the right wrist
     assert count(img[1], left_wrist) > 5 and count(img[1], right_wrist) == 0
+
+
+def test_compiled_drawing_matches_eager(head_template, body_template):
+    for template in (head_template, body_template):
+        posed, cams = _views(template, [20.0, 200.0], size=64)
+        eager = ConditionRenderer(template)(posed, cams)
+        compiled = ConditionRenderer(template, compile=True)(posed, cams)
+        assert eager.sum() > 1.0
+        assert (eager - compiled).abs().max() < 1e-4

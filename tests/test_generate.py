@@ -144,6 +144,7 @@ def test_body_scale_regulariser():
         (("x", "--guidance", "tiny", "--resume"), "no checkpoint"),
         (("x", "--guidance", "tiny", "--stages", "canonical,dance"), "unknown stage"),
         (("x", "--guidance", "tiny", "--score", "vsd"), "unknown score"),
+        (("x", "--guidance", "tiny", "--encoder", "madebyollin/taesd"), "--encoder applies"),
     ],
 )
 def test_bad_generate_input(tmp_path, args, message):

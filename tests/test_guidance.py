@@ -7,7 +7,7 @@ import torch
 
 from avatarcli.errors import AvatarError
 from avatarcli.guidance.diffusion import DiffusionGuidance, DiffusionSpec, GuidanceConfig, load_components
-from avatarcli.guidance.tiny import save_components, tiny_components
+from avatarcli.guidance.tiny import save_components, tiny_autoencoder, tiny_components
 
 CPU = torch.device("cpu")
 
@@ -33,6 +33,31 @@ def test_saved_pipeline_loads_through_from_pretrained(tiny, tmp_path, monkeypatc
     b, _ = _loss(loaded, images)
     assert torch.allclose(a, b)
     assert loaded.vae_scale == 2 and loaded.controlnet is not None
+
+
+def test_tiny_autoencoder_encodes_in_place_of_the_vae(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    spec = save_components(tiny, tmp_path)
+    tiny_autoencoder(seed=1).save_pretrained(tmp_path / "taesd")
+    spec = DiffusionSpec(spec.base, spec.controlnet, encoder=str(tmp_path / "taesd"))
+    loaded = load_components(spec, CPU)
+    assert type(loaded.vae).__name__ == "AutoencoderTiny" and loaded.vae_scale == 2 and loaded.scaling_factor == 1.0
+    images = torch.rand(2, 64, 64, 3, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    loss, _ = _loss(loaded, images)
+    loss.backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0
+    # the latents are the tiny encoder's, not the VAE's
+    x = torch.rand(1, 3, 64, 64)
+    guide = DiffusionGuidance(loaded, GuidanceConfig(resolution=64))
+    assert torch.allclose(guide.encode(x), loaded.vae.encode(x * 2 - 1).latents)
+    assert not torch.allclose(guide.encode(x), DiffusionGuidance(tiny, GuidanceConfig(resolution=64)).encode(x))
+
+
+def test_missing_encoder_is_named_in_the_error(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    spec = save_components(tiny, tmp_path)
+    with pytest.raises(AvatarError, match="--encoder"):
+        load_components(DiffusionSpec(spec.base, spec.controlnet, encoder=str(tmp_path / "missing")), CPU)
 
 
 @pytest.mark.parametrize("score", ["sds", "nfsd", "asd"])

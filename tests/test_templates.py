@@ -48,6 +48,30 @@ def test_posing_matches_smplx(kind, head_template, body_template):
     assert (again - verts).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("kind", ["head", "body"])
+def test_forward_kinematics_matches_smplx_helper(kind, head_template, body_template):
+    from smplx.lbs import batch_rigid_transform, batch_rodrigues
+
+    from avatarcli.templates.template import rigid_transforms
+
+    tpl = head_template if kind == "head" else body_template
+    pose = random_pose(tpl, 4, seed=5)
+    rot = batch_rodrigues(pose.rotations.reshape(-1, 3)).view(4, -1, 3, 3)
+    joints = torch.randn(4, tpl.num_joints, 3, generator=torch.Generator().manual_seed(6))
+    want_joints, want = batch_rigid_transform(rot, joints, tpl.parents)
+    got_joints, got = rigid_transforms(rot, joints, tpl.parents, tpl.levels)
+    assert (got_joints - want_joints).abs().max() < 1e-5 and (got - want).abs().max() < 1e-5
+
+
+def test_tree_levels_refuse_a_child_before_its_parent():
+    from avatarcli.templates.template import tree_levels
+
+    levels = tree_levels((-1, 0, 1, 1, 0), torch.device("cpu"))
+    assert [lv[0].tolist() for lv in levels] == [[1, 4], [2, 3]] and [lv[1].tolist() for lv in levels] == [[0, 0], [1, 1]]
+    with pytest.raises(ValueError):
+        tree_levels((-1, 2, 0), torch.device("cpu"))
+
+
 def test_joint_order_and_parents_are_official(body_template, head_template):
     assert tuple(JOINT_NAMES[:55]) == SMPLX_JOINT_NAMES
     assert tuple(body_template.parents.tolist()) == (-1, *SMPLX_PARENTS[1:])

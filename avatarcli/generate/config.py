@@ -81,6 +81,7 @@ class GenerateConfig:
     checkpoint_every: int = 500
     preview_every: int = 0
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    compile: bool = False  # torch.compile the condition drawing (the guidance compiles its networks itself)
 
     def validate(self) -> GenerateConfig:
         if not self.prompt.strip():

@@ -25,6 +25,7 @@ from avatarcli import avatar as avatar_file
 from avatarcli.avatar import Avatar, check_template, template_meta
 from avatarcli.binding import ResidualWeights, SkinningBinding, TriangleBinding, deform, rest_posed
 from avatarcli.conditions import ConditionRenderer
+from avatarcli.devices import to_device
 from avatarcli.errors import AvatarError
 from avatarcli.frames import to_uint8, write_png
 from avatarcli.gaussians import Gaussians
@@ -112,7 +113,11 @@ class Trainer:
         self.step = 0
         self.stage_index = 0
         self.poses = PoseSampler(template, self.gen, config.train_motions, config.animated)
-        self.conditions = ConditionRenderer(template)
+        self.conditions = ConditionRenderer(template, compile=config.compile)
+        # constants made once: creating them on the GPU every step would stall it
+        self._background = torch.tensor(config.background, device=self.device, dtype=torch.float32)
+        self._head_joint = template.joint_names.index("head") if "head" in template.joint_names else 0
+        self._face_offset = torch.tensor([0.0, 0.05, 0.0], device=self.device)
         av = avatar.to(self.device)
         self.betas = torch.nn.Parameter(
             av.betas.clone() if av.betas.numel() else torch.zeros(template.num_betas, device=self.device),
@@ -181,23 +186,27 @@ class Trainer:
 
     # -- one step ------------------------------------------------------------------------
     def _cameras(self, posed: Posed, n: int, size: int) -> tuple[Cameras, Tensor, Tensor, Tensor]:
-        """Training cameras around each posed view; some body views look at the face."""
+        """Training cameras around each posed view; some body views look at the face.
+
+        Returns the cameras (on the device) and each view's azimuth, elevation and whether it
+        is a face close-up (on the CPU, for the prompts).
+        """
         verts = posed.vertices.detach()
         centers = (verts.max(1).values + verts.min(1).values) / 2
         face = torch.zeros(n, dtype=torch.bool)
         if self.cfg.face_closeups > 0:
             face = torch.rand(n, generator=self.gen) < self.cfg.face_closeups
         sample = sample_cameras(n, centers, self.radius, self.cfg.cameras, size, size, self.gen)
-        viewmats, ks = sample.cameras.viewmats.clone(), sample.cameras.Ks.clone()
+        viewmats, ks = sample.cameras.viewmats, sample.cameras.Ks
         az, el = sample.azimuth_deg.clone(), sample.elevation_deg.clone()
         if bool(face.any()):
             idx = torch.nonzero(face)[:, 0]
-            head_idx = self.tpl.joint_names.index("head") if "head" in self.tpl.joint_names else 0
-            targets = posed.joints[idx.to(self.device), head_idx].detach() + torch.tensor([0.0, 0.05, 0.0], device=self.device)
+            idx_dev = to_device(idx, self.device)
+            targets = posed.joints[:, self._head_joint].detach()[idx_dev] + self._face_offset
             close = sample_cameras(len(idx), targets, 0.15, FACE_RANGES, size, size, self.gen)
-            viewmats[idx.to(viewmats.device)] = close.cameras.viewmats
-            ks[idx.to(ks.device)] = close.cameras.Ks
-            az[idx.to(az.device)], el[idx.to(el.device)] = close.azimuth_deg, close.elevation_deg
+            viewmats[idx_dev] = close.cameras.viewmats
+            ks[idx_dev] = close.cameras.Ks
+            az[idx], el[idx] = close.azimuth_deg, close.elevation_deg
         return Cameras(viewmats, ks, size, size), az, el, face
 
     def prompts(self, azimuth: Tensor, elevation: Tensor, face: Tensor) -> list[str]:
@@ -217,14 +226,16 @@ class Trainer:
         binding = self.binding()
         pg = deform(g, binding, self.tpl, posed)
         cams, az, el, face = self._cameras(posed, n, cfg.resolution)
-        bg = torch.tensor(cfg.background, device=self.device)
+        bg = self._background
         images, _, meta = render_gaussians(pg, cams, bg)
         meta["means2d"].retain_grad()
         conditions = None
         if self.guidance.wants_conditions():
             r = self.guidance.resolution
             scale = r / cfg.resolution
-            small = Cameras(cams.viewmats, cams.Ks * torch.tensor([scale, scale, 1.0], device=self.device)[:, None], r, r)
+            ks = cams.Ks.clone()
+            ks[:, :2] *= scale  # focal lengths and principal point follow the image size
+            small = Cameras(cams.viewmats, ks, r, r)
             with torch.no_grad():
                 conditions = self.conditions(posed, small)
         scene = Scene(pose, posed, cams, bg)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from avatarcli.devices import to_device
 from avatarcli.errors import AvatarError
 from avatarcli.guidance.scores import (
     HEAD_TIMESTEPS,
@@ -44,6 +45,9 @@ class DiffusionSpec:
     controlnet: str | None
     controlnet_subfolder: str | None = None
     vae: str | None = None  # used when the base has no VAE of its own
+    # a tiny autoencoder (diffusers AutoencoderTiny, e.g. madebyollin/taesd) that encodes the
+    # renders in place of the VAE: its latents approximate the VAE's, at a fraction of the cost
+    encoder: str | None = None
 
 
 DEFAULT_SPECS = {
@@ -111,7 +115,7 @@ def load_components(spec: DiffusionSpec, device: torch.device, dtype: torch.dtyp
     Raises:
         AvatarError: the weights are neither local nor downloadable.
     """
-    from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, AutoencoderTiny, ControlNetModel, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
     if dtype is None:
@@ -126,26 +130,36 @@ def load_components(spec: DiffusionSpec, device: torch.device, dtype: torch.dtyp
     try:
         with quiet_loading():
             unet = get(UNet2DConditionModel, spec.base, "unet", torch_dtype=dtype)
-            try:
-                vae = get(AutoencoderKL, spec.base, "vae", torch_dtype=dtype)
-            except OSError:
-                if spec.vae is None:
-                    raise
-                vae = get(AutoencoderKL, spec.vae, None, torch_dtype=dtype)
+            if spec.encoder is not None:
+                vae = get(AutoencoderTiny, spec.encoder, None, torch_dtype=dtype)
+            else:
+                try:
+                    vae = get(AutoencoderKL, spec.base, "vae", torch_dtype=dtype)
+                except OSError:
+                    if spec.vae is None:
+                        raise
+                    vae = get(AutoencoderKL, spec.vae, None, torch_dtype=dtype)
             text_encoder = get(CLIPTextModel, spec.base, "text_encoder", torch_dtype=dtype)
             tokenizer = get(CLIPTokenizer, spec.base, "tokenizer")
             scheduler = get(DDPMScheduler, spec.base, "scheduler")
             controlnet = get(ControlNetModel, spec.controlnet, spec.controlnet_subfolder, torch_dtype=dtype) if spec.controlnet else None
     except (OSError, ValueError, KeyError) as exc:
+        names = " / ".join(repr(n) for n in (spec.base, spec.controlnet, spec.encoder) if n is not None)
         raise AvatarError(
-            f"cannot load diffusion weights {spec.base!r} / {spec.controlnet!r} from {where}: pass local folders with "
-            "--diffusion and --controlnet, or use --guidance tiny for an offline smoke run (random weights)"
+            f"cannot load diffusion weights {names} from {where}: pass local folders with --diffusion and --controlnet"
+            f"{' and --encoder' if spec.encoder else ''}, or use --guidance tiny for an offline smoke run (random weights)"
         ) from exc
     modules = [m for m in (unet, vae, text_encoder, controlnet) if m is not None]
     for m in modules:
         m.requires_grad_(False).eval().to(device)  # type: ignore[attr-defined]
-    scale = 2 ** (len(vae.config.block_out_channels) - 1)  # type: ignore[attr-defined]
-    return Components(unet, vae, text_encoder, tokenizer, controlnet, scheduler.alphas_cumprod.to(device), spec.base, scale)  # type: ignore[arg-type,attr-defined]
+    return Components(unet, vae, text_encoder, tokenizer, controlnet, scheduler.alphas_cumprod.to(device), spec.base, downscale(vae))  # type: ignore[arg-type,attr-defined]
+
+
+def downscale(vae: torch.nn.Module) -> int:
+    """Image pixels per latent pixel of a VAE (AutoencoderKL) or tiny autoencoder (AutoencoderTiny)."""
+    config = vae.config  # type: ignore[attr-defined]
+    blocks = config.block_out_channels if hasattr(config, "block_out_channels") else config.encoder_block_out_channels
+    return 2 ** (len(blocks) - 1)
 
 
 @dataclass
@@ -166,6 +180,13 @@ class GuidanceConfig:
     def __post_init__(self) -> None:
         if self.score not in SCORES:
             raise AvatarError(f"unknown score {self.score!r}: choose {', '.join(SCORES)}")
+
+
+def _latents(encoded: object) -> Tensor:
+    """The latents of an encoder output: the mean of the VAE's distribution, or the tiny
+    autoencoder's latents (already on the UNet's scale: its scaling factor is 1)."""
+    dist = getattr(encoded, "latent_dist", None)
+    return dist.mean if dist is not None else encoded.latents  # type: ignore[attr-defined]
 
 
 class DiffusionGuidance:
@@ -192,8 +213,8 @@ class DiffusionGuidance:
                     m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def compile(self) -> None:
-        """torch.compile the UNet, ControlNet and VAE encoder: a few minutes once, then
-        about a third off their time (bench/RESULTS.md)."""
+        """torch.compile the UNet, ControlNet and encoder: a few minutes once, then about a
+        third off their time (bench/RESULTS.md)."""
         if self._compiled:
             return
         self._compiled = True
@@ -235,10 +256,10 @@ class DiffusionGuidance:
         if self.config.low_memory:
             from torch.utils.checkpoint import checkpoint
 
-            parts = [checkpoint(lambda y: self._encode(y).latent_dist.mean, x[i : i + 1], use_reentrant=False) for i in range(len(x))]
+            parts = [checkpoint(lambda y: _latents(self._encode(y)), x[i : i + 1], use_reentrant=False) for i in range(len(x))]
             latents = torch.cat(parts)
         else:
-            latents = self._encode(x).latent_dist.mean
+            latents = _latents(self._encode(x))
         return latents.float() * self.c.scaling_factor
 
     def predict(self, latents_t: Tensor, t: Tensor, embeddings: list[Tensor], condition: Tensor | None) -> list[Tensor]:
@@ -280,7 +301,6 @@ class DiffusionGuidance:
             progress: fraction of training done (drives the timestep schedule).
             generator: CPU generator for timesteps and noise.
             scene: what was rendered (unused here; the reference guidance needs it).
-            scene: what was rendered (unused here; the reference guidance needs it).
 
         Returns:
             (scalar loss, info with the timesteps used).
@@ -293,8 +313,8 @@ class DiffusionGuidance:
         if conditions is not None:
             cond = F.interpolate(conditions.permute(0, 3, 1, 2), size=(r, r), mode="bilinear", align_corners=False)
         latents = self.encode(x)
-        t = cfg.timesteps.sample(b, progress, self.num_timesteps, generator).to(self.device)
-        noise = torch.randn(latents.shape, generator=generator).to(self.device)
+        t = to_device(cfg.timesteps.sample(b, progress, self.num_timesteps, generator), self.device)
+        noise = to_device(torch.randn(latents.shape, generator=generator), self.device)
         ab = self.c.alphas_cumprod[t].float().view(-1, 1, 1, 1)
         with torch.no_grad():
             z_t = ab.sqrt() * latents.detach() + (1 - ab).sqrt() * noise

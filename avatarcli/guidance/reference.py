@@ -28,6 +28,7 @@ from torch import Tensor
 
 from avatarcli.avatar import Avatar
 from avatarcli.binding import deform, rest_posed
+from avatarcli.devices import to_device
 from avatarcli.export.ply import world_gaussians
 from avatarcli.gaussians import Gaussians, cat, rgb_to_sh0
 from avatarcli.guidance.scores import TimestepSchedule, distillation_loss, sds_delta, sds_weight
@@ -91,8 +92,8 @@ class ReferenceGuidance:
             raise ValueError("the reference guidance needs the rendered scene")
         x = images.permute(0, 3, 1, 2) * 2.0 - 1.0  # pixel space, [-1, 1]
         ref = self.target(scene).permute(0, 3, 1, 2) * 2.0 - 1.0
-        t = self.timesteps.sample(x.shape[0], progress, len(self.alphas_cumprod), generator).to(x.device)
-        noise = torch.randn(x.shape, generator=generator).to(x.device)
+        t = to_device(self.timesteps.sample(x.shape[0], progress, len(self.alphas_cumprod), generator), x.device)
+        noise = to_device(torch.randn(x.shape, generator=generator), x.device)
         ab = self.alphas_cumprod[t].view(-1, 1, 1, 1)
         with torch.no_grad():
             x_t = ab.sqrt() * x.detach() + (1 - ab).sqrt() * noise

@@ -81,6 +81,19 @@ def tiny_components(device: torch.device, seed: int = 0) -> Components:
     return Components(unet, vae, text_encoder, tokenizer, controlnet, scheduler.alphas_cumprod.to(device), "tiny", vae_scale=2)
 
 
+def tiny_autoencoder(seed: int = 0) -> torch.nn.Module:
+    """A small random AutoencoderTiny (the TAESD architecture) with the tiny VAE's downscale of 2."""
+    from diffusers import AutoencoderTiny
+
+    with torch.random.fork_rng(devices=[]), quiet_loading():
+        torch.manual_seed(seed)
+        model = AutoencoderTiny(
+            encoder_block_out_channels=(16, 16), decoder_block_out_channels=(16, 16),
+            num_encoder_blocks=(1, 1), num_decoder_blocks=(1, 1), latent_channels=4,
+        )  # fmt: skip
+    return model.requires_grad_(False).eval()
+
+
 def save_components(components: Components, folder: Path) -> DiffusionSpec:
     """Save as a diffusers pipeline folder plus a ControlNet folder; returns the spec that loads them."""
     from diffusers import DDPMScheduler

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from avatarcli.devices import to_device
+
 
 @dataclass
 class Cameras:
@@ -36,7 +38,7 @@ class Cameras:
         return int(self.viewmats.shape[0])
 
     def to(self, device: torch.device | str) -> Cameras:
-        return Cameras(self.viewmats.to(device), self.Ks.to(device), self.width, self.height)
+        return Cameras(to_device(self.viewmats, device), to_device(self.Ks, device), self.width, self.height)
 
     def index(self, idx: Tensor | slice | list[int]) -> Cameras:
         return Cameras(self.viewmats[idx], self.Ks[idx], self.width, self.height)
@@ -66,12 +68,15 @@ class Cameras:
 def look_at(eye: Tensor, target: Tensor, up: Tensor | None = None) -> Tensor:
     """World-to-camera matrices (C, 4, 4) for cameras at ``eye`` (C, 3) looking at ``target`` (C, 3)."""
     if up is None:
-        up = torch.tensor([0.0, 1.0, 0.0], device=eye.device, dtype=eye.dtype).expand_as(eye)
+        up = torch.zeros_like(eye)
+        up[..., 1] = 1.0
     forward = F.normalize(target - eye, dim=-1)
     right = torch.cross(forward, up, dim=-1)
     # looking straight up or down: any right vector will do
     degenerate = right.norm(dim=-1, keepdim=True) < 1e-6
-    right = torch.where(degenerate, torch.tensor([1.0, 0.0, 0.0], device=eye.device, dtype=eye.dtype).expand_as(right), right)
+    x_axis = torch.zeros_like(right)
+    x_axis[..., 0] = 1.0
+    right = torch.where(degenerate, x_axis, right)
     right = F.normalize(right, dim=-1)
     down = torch.cross(forward, right, dim=-1)
     rot = torch.stack([right, down, forward], dim=1)  # rows: camera axes in world space
@@ -149,8 +154,8 @@ class CameraSample:
     """Random cameras and the view parameters they were drawn with (for view prompts)."""
 
     cameras: Cameras
-    azimuth_deg: Tensor  # (C,) relative to the subject's face direction, in (-180, 180]
-    elevation_deg: Tensor  # (C,)
+    azimuth_deg: Tensor  # (C,) on the CPU, relative to the subject's face direction, in (-180, 180]
+    elevation_deg: Tensor  # (C,) on the CPU
 
 
 def sample_cameras(
@@ -172,7 +177,11 @@ def sample_cameras(
     fovy = uniform(ranges.fovy_deg)
     el = uniform(ranges.elevation_deg)
     az = uniform(ranges.azimuth_deg)
-    tgt = target.detach().cpu().float().expand(n, 3)
-    eye = orbit_positions(tgt, dist, az, el)
-    cams = Cameras(look_at(eye, tgt), intrinsics(fovy, width, height), width, height)
-    return CameraSample(cams.to(target.device), az.to(target.device), el.to(target.device))
+    # built around the origin on the CPU, then moved onto the target where it lives: reading
+    # a GPU target back to the CPU would make the CPU wait for the GPU
+    offset = orbit_positions(torch.zeros(n, 3), dist, az, el)
+    view = to_device(look_at(offset, torch.zeros(n, 3)), target.device)
+    ks = to_device(intrinsics(fovy, width, height), target.device)
+    tgt = target.detach().to(view.dtype).expand(n, 3)
+    view[:, :3, 3] -= (view[:, :3, :3] @ tgt[..., None])[..., 0]
+    return CameraSample(Cameras(view, ks, width, height), az, el)

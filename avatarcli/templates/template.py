@@ -15,9 +15,10 @@ from typing import Literal
 
 import numpy as np
 import torch
-from smplx.lbs import batch_rigid_transform, batch_rodrigues, blend_shapes, vertices2joints
+from smplx.lbs import batch_rodrigues, blend_shapes, vertices2joints
 from torch import Tensor
 
+from avatarcli.devices import to_device
 from avatarcli.templates.skeletons import (
     FLAME_JOINT_NAMES,
     OPENPOSE18_FROM_SMPLX,
@@ -57,7 +58,7 @@ class Pose:
         return self.rotations.shape[0]
 
     def to(self, device: torch.device | str) -> Pose:
-        return Pose(self.rotations.to(device), self.expression.to(device), self.translation.to(device))
+        return Pose(to_device(self.rotations, device), to_device(self.expression, device), to_device(self.translation, device))
 
     def index(self, idx: Tensor | slice | list[int]) -> Pose:
         return Pose(self.rotations[idx], self.expression[idx], self.translation[idx])
@@ -118,6 +119,7 @@ class Template:
         self.posedirs: Tensor = m.posedirs.detach().clone()
         self.j_regressor: Tensor = m.J_regressor.detach().clone()
         self.parents: Tensor = m.parents.detach().clone()
+        self.parent_list: tuple[int, ...] = tuple(int(p) for p in m.parents)
         self.weights: Tensor = m.lbs_weights.detach().clone()
         self.lmk_faces_idx: Tensor = m.lmk_faces_idx.detach().clone()
         self.lmk_bary: Tensor = m.lmk_bary_coords.detach().clone()
@@ -129,6 +131,7 @@ class Template:
         self.extras = extras
         self._contours = self._contour_embedding(extras)
         self.eye_radius = float(extras["avatarcli_eye_radius"]) if "avatarcli_eye_radius" in extras else self._measure_eye_radius()
+        self._make_indices()
 
     # -- sizes -------------------------------------------------------------------------
     @property
@@ -163,6 +166,17 @@ class Template:
             if value is not None:
                 setattr(self, key, value.to(self.device))
         self._contours = [(n, c, f.to(self.device), b.to(self.device)) for n, c, f, b in self._contours]
+        self._make_indices()
+
+    def _make_indices(self) -> None:
+        """Index tensors kept on the template's device, so that posing and keypoints never
+        copy a Python list to the GPU (each such copy makes the CPU wait for the GPU)."""
+        d = self.device
+        self.levels = tree_levels(self.parent_list, d)
+        if self.kind == "body":
+            self._openpose_idx = torch.tensor(OPENPOSE18_FROM_SMPLX, device=d)
+            self._hand_idx = torch.tensor([OPENPOSE_HAND_FROM_SMPLX[s] for s in ("left", "right")], device=d)
+        self._eye_offset = torch.tensor([0.0, 0.0, self.eye_radius], device=d, dtype=self.v_template.dtype)
 
     # -- posing ------------------------------------------------------------------------
     def zero_pose(self, batch: int = 1) -> Pose:
@@ -200,7 +214,7 @@ class Template:
         eye = torch.eye(3, device=self.device, dtype=dt)
         pose_feature = (rot[:, 1:] - eye).reshape(b, -1)
         unposed = v_shaped + (pose_feature @ self.posedirs).view(b, -1, 3)
-        posed_joints, rel = batch_rigid_transform(rot, joints, self.parents, dtype=dt)
+        posed_joints, rel = rigid_transforms(rot, joints, self.parents, self.levels)
         rel = rel.clone()
         rel[:, :, :3, 3] += pose.translation[:, None]
         verts = skin_points(unposed, self.weights, rel)
@@ -233,12 +247,12 @@ class Template:
     def openpose18(self, posed: Posed) -> Tensor:
         """OpenPose-18 body keypoints (B, 18, 3) (bodies only)."""
         allj = self._with_extra_joints(posed)
-        return allj[:, list(OPENPOSE18_FROM_SMPLX)]
+        return allj[:, self._openpose_idx]
 
     def hand_keypoints(self, posed: Posed) -> Tensor:
         """OpenPose hand keypoints (B, 2, 21, 3): left hand, then right (bodies only)."""
         allj = self._with_extra_joints(posed)
-        return torch.stack([allj[:, list(OPENPOSE_HAND_FROM_SMPLX[s])] for s in ("left", "right")], dim=1)
+        return allj[:, self._hand_idx]
 
     def _with_extra_joints(self, posed: Posed) -> Tensor:
         if self.kind != "body":
@@ -274,7 +288,7 @@ class Template:
         for j in (li, ri):
             t = posed.transforms[:, j]
             rest = self._rest_joints()[j]
-            front = rest + torch.tensor([0.0, 0.0, self.eye_radius], device=self.device, dtype=rest.dtype)
+            front = rest + self._eye_offset
             out.append((t[:, :3, :3] @ front[:, None])[..., 0] + t[:, :3, 3])
         return torch.stack(out, dim=1)
 
@@ -335,3 +349,47 @@ def surface_points(vertices: Tensor, faces: Tensor, face_idx: Tensor, bary: Tens
     """
     corners = vertices[:, faces[face_idx]]  # (B, L, 3, 3)
     return (corners * bary[None, :, :, None].to(vertices.dtype)).sum(dim=2)
+
+
+def tree_levels(parents: tuple[int, ...], device: torch.device) -> list[tuple[Tensor, Tensor]]:
+    """The joints of a kinematic tree by depth below the root: (joints, their parents) per level."""
+    depth = [0] * len(parents)
+    for j, p in enumerate(parents):
+        if j > 0:
+            if not 0 <= p < j:
+                raise ValueError(f"joint {j} has parent {p}: parents must come before their children")
+            depth[j] = depth[p] + 1
+    out = []
+    for level in range(1, max(depth, default=0) + 1):
+        joints = [j for j, d in enumerate(depth) if d == level]
+        out.append((torch.tensor(joints, device=device), torch.tensor([parents[j] for j in joints], device=device)))
+    return out
+
+
+def rigid_transforms(rot: Tensor, joints: Tensor, parents: Tensor, levels: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    """Forward kinematics: posed joints (B, J, 3) and skinning transforms (B, J, 4, 4).
+
+    The arithmetic of ``smplx.lbs.batch_rigid_transform``, written here because that helper
+    indexes a Python list with elements of a device tensor: on CUDA each joint makes the CPU
+    wait for the GPU (55 waits per call for SMPL-X). This walks the tree a depth level at a
+    time with index tensors that stay on the device.
+
+    Args:
+        rot: (B, J, 3, 3) joint rotations; joints: (B, J, 3) rest joint positions.
+        parents: (J,) parent of each joint (-1 for the root); levels: from ``tree_levels``.
+    """
+    b, j = joints.shape[:2]
+    rel = joints.clone()
+    rel[:, 1:] -= joints[:, parents[1:]]
+    local = torch.zeros(b, j, 4, 4, dtype=rot.dtype, device=rot.device)
+    local[..., :3, :3] = rot
+    local[..., :3, 3] = rel
+    local[..., 3, 3] = 1.0
+    chain = local.clone()
+    for idx, par in levels:
+        chain[:, idx] = chain[:, par] @ local[:, idx]
+    posed_joints = chain[..., :3, 3]
+    # the transform that takes a rest-pose point (not a joint-relative one) to its posed place
+    skin = chain.clone()
+    skin[..., :3, 3] = chain[..., :3, 3] - (chain[..., :3, :3] @ joints[..., None])[..., 0]
+    return posed_joints, skin
