@@ -110,6 +110,25 @@ def test_bad_motion_files(tmp_path, make, message):
         read_motion(path)
 
 
+def test_the_refusal_names_a_conversion_that_works(tmp_path):
+    import shlex
+    import subprocess
+    import sys
+
+    folder = tmp_path / "it's my data"
+    folder.mkdir()
+    path = folder / "walk.pkl"
+    with open(path, "wb") as fh:
+        pickle.dump({"poses": np.zeros((4, 165)), "trans": np.zeros((4, 3)), "mocap_framerate": 30.0}, fh)
+    with pytest.raises(AvatarError) as err:
+        read_motion(path)
+    command = str(err.value).split("convert it once with: ", 1)[1].rsplit(" and pass the .npz", 1)[0]
+    argv = shlex.split(command)
+    assert argv[0] == "python"
+    subprocess.run([sys.executable, *argv[1:]], check=True)
+    assert len(read_motion(path.with_suffix(".npz"))) == 4
+
+
 def test_resampling_is_exact_for_steady_turns():
     fps_in, fps_out, omega = 30.0, 48.0, 1.3  # rad/s about a fixed axis
     t_in = torch.arange(31) / fps_in

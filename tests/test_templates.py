@@ -202,3 +202,99 @@ def test_user_files_drop_in_with_the_same_layout(tmp_path):
     shutil.copytree(builtin_root("head") / "flame", tmp_path / "flame")
     head = load_template("head", tmp_path / "flame")
     assert head.num_joints == 5
+
+
+class _Evil:
+    """Unpickling this runs a shell command (what a hostile template file could do)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _fake_chumpy(monkeypatch):
+    """A stand-in ``chumpy.ch.Ch`` so the test can write pickles shaped like the official releases'."""
+    import copyreg
+    import sys
+    import types
+
+    module = types.ModuleType("chumpy.ch")
+
+    class Ch:
+        def __init__(self, x):
+            self.x = x
+
+        def __reduce__(self):
+            return (copyreg._reconstructor, (Ch, object, None), {"x": self.x})
+
+    Ch.__module__, Ch.__qualname__ = "chumpy.ch", "Ch"
+    module.Ch = Ch
+    monkeypatch.setitem(sys.modules, "chumpy", types.ModuleType("chumpy"))
+    monkeypatch.setitem(sys.modules, "chumpy.ch", module)
+    return Ch
+
+
+def _same_posing(a, b):
+    pose = random_pose(a, 2, seed=4)
+    return (a.pose(pose).vertices - b.pose(pose).vertices).abs().max() < 1e-6
+
+
+def test_user_pickles_are_read_for_their_arrays_only(tmp_path, monkeypatch, head_template, body_template):
+    import pickle
+    import shutil
+
+    import scipy.sparse
+
+    ch = _fake_chumpy(monkeypatch)
+    flame = tmp_path / "flame"
+    shutil.copytree(builtin_root("head") / "flame", flame)
+    with np.load(flame / "FLAME_NEUTRAL.npz") as data:
+        model = {k: data[k] for k in data.files}
+    model["shapedirs"] = ch(model["shapedirs"])  # as in the official FLAME pickles
+    model["J_regressor"] = scipy.sparse.csc_matrix(model["J_regressor"])
+    model["bs_style"] = "lbs"
+    (flame / "FLAME_NEUTRAL.npz").unlink()
+    (flame / "generic_model.pkl").write_bytes(pickle.dumps(model, protocol=2))
+    head = load_template("head", flame)
+    assert head.source == flame / "generic_model.pkl" and _same_posing(head, head_template)
+
+    body_dir = tmp_path / "smplx"
+    body_dir.mkdir()
+    with np.load(builtin_root("body") / "smplx" / "SMPLX_NEUTRAL.npz") as data:
+        body = {k: data[k] for k in data.files}
+    body["joint2num"] = {"pelvis": 0}  # a dict the official files carry; not needed, not loaded
+    (body_dir / "SMPLX_NEUTRAL.pkl").write_bytes(pickle.dumps(body, protocol=2))
+    assert _same_posing(load_template("body", body_dir), body_template)
+
+
+def test_user_files_that_would_run_code_are_refused(tmp_path, monkeypatch):
+    import pickle
+    import shutil
+
+    marker = tmp_path / "ran"
+    flame = tmp_path / "flame"
+    shutil.copytree(builtin_root("head") / "flame", flame)
+    (flame / "flame_static_embedding.pkl").write_bytes(pickle.dumps({"lmk_face_idx": _Evil(marker)}))
+    with pytest.raises(AvatarError, match="refusing to load"):
+        load_template("head", flame)
+    shutil.copy(builtin_root("head") / "flame" / "flame_static_embedding.pkl", flame)
+    np.save(flame / "flame_dynamic_embedding.npy", np.array({"lmk_face_idx": _Evil(marker)}, dtype=object), allow_pickle=True)
+    with pytest.raises(AvatarError, match="refusing to load"):
+        load_template("head", flame)
+
+    body_dir = tmp_path / "smplx"
+    body_dir.mkdir()
+    (body_dir / "SMPLX_NEUTRAL.pkl").write_bytes(pickle.dumps({"v_template": _Evil(marker)}))
+    with pytest.raises(AvatarError, match="refusing to load"):
+        load_template("body", body_dir)
+    # an .npz with a pickled entry: the entry is skipped, never unpickled
+    (body_dir / "SMPLX_NEUTRAL.pkl").unlink()
+    with np.load(builtin_root("body") / "smplx" / "SMPLX_NEUTRAL.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    np.savez(body_dir / "SMPLX_NEUTRAL.npz", hostile=np.array([_Evil(marker)], dtype=object), **arrays)
+    assert load_template("body", body_dir).num_joints == 55
+    assert not marker.exists()

@@ -16,6 +16,7 @@ Pickles (``.pkl``) are refused with a message saying how to convert them.
 
 from __future__ import annotations
 
+import shlex
 import zipfile
 from pathlib import Path
 
@@ -186,10 +187,15 @@ def read_npy(array: np.ndarray, name: str, fps: float | None) -> Motion:
 
 
 def pickle_message(path: Path) -> str:
+    """Why a pickle is refused, and how a user who trusts the file can convert it once."""
+    script = (
+        "import pickle, sys, numpy as np; d = pickle.load(open(sys.argv[1], 'rb')); "
+        "np.savez(sys.argv[2], **{k: np.asarray(v) for k, v in d.items()})"
+    )
     return (
-        f"refusing to read {path}: pickled files can run code when loaded. If you trust it, convert it once with "
-        f"python -c \"import pickle, numpy as np; d = pickle.load(open('{path}', 'rb')); "
-        f"np.savez('{path.with_suffix('.npz')}', **{{k: np.asarray(v) for k, v in d.items()}})\" and pass the .npz"
+        f"refusing to read {path}: pickled files can run code when loaded. Only if you trust where it came from, convert it "
+        f"once with: python -c {shlex.quote(script)} {shlex.quote(str(path))} {shlex.quote(str(path.with_suffix('.npz')))} "
+        "and pass the .npz"
     )
 
 

@@ -3,7 +3,8 @@
 ``load_template("head")`` gives the built-in FLAME-layout mannequin (generated on first use
 and cached); ``load_template("body", "~/models/smplx")`` loads a user's licensed SMPL-X
 files. The environment variables ``AVATARCLI_HEAD_TEMPLATE`` and ``AVATARCLI_BODY_TEMPLATE``
-set a default path for each kind.
+set a default path for each kind. A user's files are read for their arrays only (no code in
+a pickle runs) and copied, once, into the cache in the layout smplx reads.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import io
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,8 @@ __all__ = ["KINDS", "Kind", "Pose", "Posed", "Template", "builtin_root", "load_t
 
 KINDS: tuple[Kind, ...] = ("head", "body")
 MANNEQUIN_VERSION = 1
+USER_COPY_VERSION = 1  # bump when the copies of users' files change layout
+FLAME_EMBEDDINGS = ("flame_static_embedding.pkl", "flame_dynamic_embedding.npy")
 ENV_PATH = {"head": "AVATARCLI_HEAD_TEMPLATE", "body": "AVATARCLI_BODY_TEMPLATE"}
 _LOADED: dict[tuple[str, str], Template] = {}
 
@@ -53,37 +57,75 @@ def _builder_digest() -> str:
 
 def builtin_root(kind: Kind) -> Path:
     """The folder of a built-in mannequin, generated and cached on first use."""
-    root = cache_dir() / "templates" / f"mannequin-{kind}-v{MANNEQUIN_VERSION}-{_builder_digest()}"
-    model = _builtin_model_file(root, kind)
-    if model.exists():
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with open(root.parent / f".{root.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one process builds, the others wait and reuse it
-        if not model.exists():
-            _build_builtin(root, kind)
-    return root
+    from avatarcli.templates import body_mannequin, formats, head_mannequin
+
+    def build(folder: Path) -> None:
+        if kind == "head":
+            formats.write_flame(folder, head_mannequin.build())
+        else:
+            formats.write_smplx(folder, body_mannequin.build(), body_mannequin.relaxed_hands())
+
+    return _cached_folder(cache_dir() / "templates" / f"mannequin-{kind}-v{MANNEQUIN_VERSION}-{_builder_digest()}", kind, build)
 
 
-def _builtin_model_file(root: Path, kind: Kind) -> Path:
+def _model_file(root: Path, kind: Kind) -> Path:
+    """Where smplx finds the model in a folder this project wrote."""
     return root / ("flame/FLAME_NEUTRAL.npz" if kind == "head" else "smplx/SMPLX_NEUTRAL.npz")
 
 
-def _build_builtin(root: Path, kind: Kind) -> None:
-    from avatarcli.templates import body_mannequin, formats, head_mannequin
+def _cached_folder(root: Path, kind: Kind, build: Callable[[Path], None]) -> Path:
+    """``root``, written by ``build(folder)`` unless it already holds a model: one process
+    builds (the others wait and reuse it), into a temporary folder renamed into place."""
+    if _model_file(root, kind).exists():
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / f".{root.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _model_file(root, kind).exists():
+            return root
+        tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}."))
+        try:
+            build(tmp)
+            if root.exists():
+                shutil.rmtree(root)
+            os.replace(tmp, root)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return root
 
-    tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}."))
-    try:
+
+def _user_copy(kind: Kind, model_file: Path, model_sha256: str) -> Path:
+    """A copy of a user's model (and, for FLAME, its landmark embeddings) in the layout smplx
+    reads, holding only plain arrays and written by this project: the user's pickles are read
+    with ``safe_load`` (arrays only), never handed to smplx, which would unpickle them freely."""
+    from avatarcli.templates import formats, safe_load
+
+    embeddings = [model_file.parent / n for n in FLAME_EMBEDDINGS] if kind == "head" else []
+    missing = [p.name for p in embeddings if not p.is_file()]
+    if missing:
+        raise AvatarError(f"FLAME template {model_file.parent} lacks {', '.join(missing)} (landmark embeddings from the FLAME release)")
+    digest = hashlib.sha256("".join([model_sha256, *(_sha256(p) for p in embeddings)]).encode()).hexdigest()[:16]
+
+    def read_dict(path: Path, data: object) -> dict:
+        arrays = safe_load.plain(data, str(path))
+        if not isinstance(arrays, dict):
+            raise AvatarError(f"{path}: expected a dictionary of arrays")
+        return arrays
+
+    def build(folder: Path) -> None:
+        raw = safe_load.load_npz(model_file) if model_file.suffix == ".npz" else safe_load.load_pickle(model_file)
+        model = read_dict(model_file, raw)
+        formats.write_model(_model_file(folder, kind), model)
         if kind == "head":
-            formats.write_flame(tmp, head_mannequin.build())
-        else:
-            formats.write_smplx(tmp, body_mannequin.build(), body_mannequin.relaxed_hands())
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(tmp, root)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+            static, dynamic = embeddings
+            formats.write_flame_embeddings(
+                _model_file(folder, kind).parent,
+                read_dict(static, safe_load.load_pickle(static)),
+                read_dict(dynamic, safe_load.load_npy(dynamic)),
+            )
+
+    return _cached_folder(cache_dir() / "templates" / f"user-{kind}-v{USER_COPY_VERSION}-{digest}", kind, build)
 
 
 def _sha256(path: Path) -> str:
@@ -113,31 +155,18 @@ def _find_model_file(kind: Kind, path: Path) -> Path:
     raise AvatarError(f"template folder {path} has no {' or '.join(names)}")
 
 
-def _load_smplx_model(kind: Kind, model_file: Path) -> torch.nn.Module:
+def _load_smplx_model(kind: Kind, root: Path) -> torch.nn.Module:
+    """Load the model in a folder this project wrote (built-in, or a user's files copied)."""
     import smplx
 
-    ext = model_file.suffix[1:]
     # smplx announces component counts with print(); keep stdout clean for `-o -`.
     with contextlib.redirect_stdout(io.StringIO()):
         if kind == "body":
-            model = smplx.SMPLX(
-                str(model_file), ext=ext, use_pca=False, flat_hand_mean=True, use_face_contour=True,
+            return smplx.SMPLX(
+                str(_model_file(root, kind)), ext="npz", use_pca=False, flat_hand_mean=True, use_face_contour=True,
                 num_expression_coeffs=100, num_betas=10,
             )  # fmt: skip
-        else:
-            folder = model_file.parent
-            missing = [n for n in ("flame_static_embedding.pkl", "flame_dynamic_embedding.npy") if not (folder / n).is_file()]
-            if missing:
-                raise AvatarError(f"FLAME template {folder} lacks {', '.join(missing)} (landmark embeddings from the FLAME release)")
-            if model_file.name != f"FLAME_NEUTRAL.{ext}":
-                # smplx.FLAME only opens FLAME_<GENDER>.<ext> in a folder: give it one
-                staged = Path(tempfile.mkdtemp(prefix="avatarcli-flame-"))
-                os.symlink(model_file.resolve(), staged / f"FLAME_NEUTRAL.{ext}")
-                for n in ("flame_static_embedding.pkl", "flame_dynamic_embedding.npy"):
-                    os.symlink((folder / n).resolve(), staged / n)
-                folder = staged
-            model = smplx.FLAME(str(folder), ext=ext, use_face_contour=True, num_expression_coeffs=100, num_betas=10)
-    return model
+        return smplx.FLAME(str(_model_file(root, kind).parent), ext="npz", use_face_contour=True, num_expression_coeffs=100, num_betas=10)
 
 
 def load_template(kind: str, path: str | Path | None = None, device: str | torch.device = "cpu") -> Template:
@@ -157,28 +186,30 @@ def load_template(kind: str, path: str | Path | None = None, device: str | torch
     k: Kind = kind  # type: ignore[assignment]
     if path is None and os.environ.get(ENV_PATH[k]):
         path = os.environ[ENV_PATH[k]]
+    root: Path | None = None
     if path is None:
         root = builtin_root(k)
-        model_file = _builtin_model_file(root, k)
+        source = _model_file(root, k)
         name = f"mannequin-{k}"
     else:
-        model_file = _find_model_file(k, Path(path).expanduser())
-        name = model_file.stem
-    key = (str(model_file.resolve()), str(torch.device(device)))
+        source = _find_model_file(k, Path(path).expanduser())
+        name = source.stem
+    key = (str(source.resolve()), str(torch.device(device)))
     if key in _LOADED:
         return _LOADED[key]
+    sha = _sha256(source)
     try:
-        model = _load_smplx_model(k, model_file)
+        if root is None:
+            root = _user_copy(k, source, sha)
+        model = _load_smplx_model(k, root)
     except AvatarError:
         raise
     except (OSError, KeyError, AttributeError, ValueError, IndexError, EOFError, AssertionError) as exc:
-        raise AvatarError(f"cannot load {kind} template {model_file}: {exc}") from exc
-    extras: dict[str, np.ndarray] = {}
-    if model_file.suffix == ".npz":
-        with np.load(model_file, allow_pickle=False) as data:
-            extras = {key_: data[key_] for key_ in data.files if key_.startswith("avatarcli_")}
+        raise AvatarError(f"cannot load {kind} template {source}: {exc}") from exc
+    with np.load(_model_file(root, k), allow_pickle=False) as data:
+        extras = {key_: data[key_] for key_ in data.files if key_.startswith("avatarcli_")}
     if k == "body" and "avatarcli_extra_joints_idxs" in extras:
         model.vertex_joint_selector.extra_joints_idxs = torch.as_tensor(extras["avatarcli_extra_joints_idxs"], dtype=torch.long)
-    template = Template(k, model, name, model_file, _sha256(model_file), extras).to(device)
+    template = Template(k, model, name, source, sha, extras).to(device)
     _LOADED[key] = template
     return template

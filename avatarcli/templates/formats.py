@@ -2,8 +2,8 @@
 
 FLAME: ``FLAME_NEUTRAL.npz`` plus the two landmark embedding files smplx reads beside it
 (``flame_static_embedding.pkl``, ``flame_dynamic_embedding.npy``; smplx only reads these
-formats, which are pickles: they are written here and read by smplx, never taken from users'
-downloads by this project). SMPL-X: ``smplx/SMPLX_NEUTRAL.npz``.
+formats, which are pickles: they are written here and read by smplx; a user's own embedding
+files are read for their arrays only and written again here, see ``safe_load``). SMPL-X: ``smplx/SMPLX_NEUTRAL.npz``.
 
 Keys beginning with ``avatarcli_`` are extras smplx ignores: the face-contour embedding
 drawn in the face condition and, for SMPL-X, the vertex ids of smplx's extra joints.
@@ -80,20 +80,37 @@ def _npz_bytes(arrays: dict[str, np.ndarray], path: Path) -> None:
         raise
 
 
+def write_model(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """A model file smplx reads with ``ext="npz"`` (atomically; plain arrays only)."""
+    _npz_bytes(arrays, path)
+
+
+def write_flame_embeddings(folder: Path, static: dict[str, np.ndarray], dynamic: dict[str, np.ndarray]) -> None:
+    """The two landmark embedding files smplx reads beside a FLAME model. smplx only reads
+    them as pickles (a pickled dict, and a dict pickled inside a .npy): the dicts of arrays
+    given here are written by this project, never copied from a download."""
+    _atomic_bytes(folder / "flame_static_embedding.pkl", pickle.dumps(dict(static), protocol=2))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".dyn.", suffix=".npy")
+    os.close(fd)
+    try:
+        np.save(tmp, np.array(dict(dynamic), dtype=object), allow_pickle=True)
+        os.replace(tmp, folder / "flame_dynamic_embedding.npy")
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_flame(root: Path, arrays: TemplateArrays) -> Path:
     """Write a FLAME-format template as ``root/flame/FLAME_NEUTRAL.npz`` (the layout
     ``smplx.create(root, model_type="flame")`` reads) with its embeddings; returns the model file."""
     folder = root / "flame"
     model = folder / "FLAME_NEUTRAL.npz"
     _npz_bytes(arrays.common_keys(), model)
-    static = {"lmk_face_idx": arrays.lmk_faces_idx.astype(np.int64), "lmk_b_coords": arrays.lmk_bary_coords}
-    _atomic_bytes(folder / "flame_static_embedding.pkl", pickle.dumps(static, protocol=2))
-    dynamic = {"lmk_face_idx": arrays.dynamic_lmk_faces_idx.astype(np.int64), "lmk_b_coords": arrays.dynamic_lmk_bary_coords}
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".dyn.", suffix=".npy")
-    os.close(fd)
-    # smplx reads this file as a pickled dict; it is written here, for the built-in template only
-    np.save(tmp, np.array(dynamic, dtype=object), allow_pickle=True)
-    os.replace(tmp, folder / "flame_dynamic_embedding.npy")
+    write_flame_embeddings(
+        folder,
+        {"lmk_face_idx": arrays.lmk_faces_idx.astype(np.int64), "lmk_b_coords": arrays.lmk_bary_coords},
+        {"lmk_face_idx": arrays.dynamic_lmk_faces_idx.astype(np.int64), "lmk_b_coords": arrays.dynamic_lmk_bary_coords},
+    )
     return model
 
 
