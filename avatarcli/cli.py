@@ -480,7 +480,7 @@ def animate(
     notice = expression_notice(plan.retarget)
     if notice:
         warn(notice)
-    with progress(TextColumn("{task.fields[rate]}")) as bar, FrameWriter(output, plan.fps, wh) as writer:
+    with progress(TextColumn("{task.fields[rate]}")) as bar, FrameWriter(output, plan.fps, wh, frames=len(plan)) as writer:
         task = bar.add_task("rendering", total=len(plan), rate="")
         for frames in render_frames(av, tpl, plan, opts.background, batch):
             for frame in frames:

@@ -7,9 +7,10 @@ compressed.
 
 from __future__ import annotations
 
+import collections
 import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
@@ -20,7 +21,7 @@ import torch
 from avatarcli.errors import AvatarError
 from avatarcli.fileio import atomic_folder, atomic_path
 
-VIDEO_SUFFIXES = (".mp4", ".gif")
+PNG_WRITES_IN_FLIGHT = 8  # PNG frames compressed at once (each holds its frame in memory)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -34,12 +35,19 @@ def write_png(image: np.ndarray, path: str | Path) -> None:
         iio.imwrite(tmp, image, extension=".png")
 
 
+def frame_name(stem: str, index: int, count: int | None) -> str:
+    """``stem_0007.png``: at least four digits, more when ``count`` frames need them (so the
+    names sort in frame order)."""
+    digits = max(4, len(str(count - 1))) if count else 4
+    return f"{stem}_{index:0{digits}d}.png"
+
+
 def write_png_folder(images: np.ndarray, folder: str | Path, stem: str = "frame") -> list[Path]:
     """Write (N, H, W, 3) uint8 images as ``stem_0000.png`` ... into ``folder`` (atomically)."""
-    with FrameWriter(folder, fps=1.0, size=(images.shape[2], images.shape[1]), stem=stem) as w:
-        for img in images:
-            w.add(img)
-    return sorted(Path(folder).glob(f"{stem}_*.png"))
+    with atomic_folder(folder) as tmp:
+        for i, img in enumerate(images):
+            iio.imwrite(tmp / frame_name(stem, i, len(images)), img, extension=".png")
+    return [Path(folder) / frame_name(stem, i, len(images)) for i in range(len(images))]
 
 
 def grid(images: np.ndarray) -> np.ndarray:
@@ -69,6 +77,7 @@ class FrameWriter:
         fps: frame rate of videos.
         size: (width, height) of every frame; videos need even sides.
         stem: PNG file name prefix.
+        frames: how many frames will come, if known (PNG names get enough digits to sort).
         crf, preset: x264 quality and speed.
     """
 
@@ -78,17 +87,19 @@ class FrameWriter:
         fps: float,
         size: tuple[int, int],
         stem: str = "frame",
+        frames: int | None = None,
         crf: int = 18,
         preset: str = "veryfast",
     ) -> None:
         self.path = Path(path)
         self.kind = output_kind(path)
-        self.fps, self.size, self.stem = fps, size, stem
+        self.fps, self.size, self.stem, self.frames = fps, size, stem, frames
         self.crf, self.preset = crf, preset
         if self.kind == "mp4" and (size[0] % 2 or size[1] % 2):
             raise AvatarError(f"an .mp4 needs even width and height (got {size[0]}x{size[1]})")
         self._queue: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=64)
         self._error: BaseException | None = None
+        self._ended = False  # the encoder thread has taken the end-of-frames marker
         self._count = 0
         self._thread: threading.Thread | None = None
 
@@ -127,6 +138,7 @@ class FrameWriter:
         while True:
             item = self._queue.get()
             if item is None:
+                self._ended = True
                 return
             yield item
 
@@ -139,17 +151,22 @@ class FrameWriter:
                 if frames:
                     iio.imwrite(self._target, np.stack(frames), extension=".gif", duration=1000.0 / self.fps, loop=0)
             else:
-                with ThreadPoolExecutor(max_workers=4) as pool:
-                    digits = 4
-                    futures = [
-                        pool.submit(iio.imwrite, self._target / f"{self.stem}_{i:0{digits}d}.png", f) for i, f in enumerate(self._frames())
-                    ]
-                    for fut in futures:
-                        fut.result()
+                self._write_pngs()
         except BaseException as exc:  # surfaced to the producer by add() / __exit__
             self._error = exc
-            while self._queue.get() is not None:  # drain so the producer never blocks
+            # drain so the producer never blocks, unless the end has already been taken
+            while not self._ended and self._queue.get() is not None:
                 pass
+
+    def _write_pngs(self) -> None:
+        pending: collections.deque[Future[None]] = collections.deque()
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            for i, frame in enumerate(self._frames()):
+                if len(pending) >= PNG_WRITES_IN_FLIGHT:
+                    pending.popleft().result()  # also surfaces a failed write early
+                pending.append(pool.submit(iio.imwrite, self._target / frame_name(self.stem, i, self.frames), frame))
+            while pending:
+                pending.popleft().result()
 
     def _encode_mp4(self) -> None:
         import imageio_ffmpeg

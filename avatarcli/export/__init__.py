@@ -18,7 +18,7 @@ from avatarcli.export.gltf import write_glb
 from avatarcli.export.ply import world_gaussians, write_gsplat_format, write_ply
 from avatarcli.fileio import atomic_folder
 from avatarcli.motion import Motion, to_template_poses
-from avatarcli.templates import Template
+from avatarcli.templates import Pose, Template
 
 FORMATS = ("ply", "compressed-ply", "splat", "glb")
 
@@ -40,20 +40,30 @@ def format_for(path: str | Path, fmt: str | None = None) -> str:
 @torch.no_grad()
 def posed_frames(avatar: Avatar, template: Template, motion: Motion | None, frames: list[int] | None) -> tuple[PosedGaussians, int]:
     """World Gaussians at the rest pose (no motion) or at ``frames`` of the motion; also the frame count."""
-    check_template(avatar, template)
-    betas = avatar.betas if avatar.betas.numel() else None
-    av = avatar.to(template.device)
-    if motion is None:
-        return deform(av.gaussians, av.binding, template, template.pose(template.zero_pose(1), betas)), 1
+    poses = None if motion is None else motion_poses(motion, template)
+    return posed_at(avatar, template, poses, frames), 1 if poses is None else poses.batch
+
+
+def motion_poses(motion: Motion, template: Template) -> Pose:
+    """The motion as template poses, its first frame at the origin."""
     poses, _ = to_template_poses(motion, template)
     poses.translation = poses.translation - poses.translation[:1]
-    total = poses.batch
-    idx = list(range(total)) if frames is None else frames
-    bad = [i for i in idx if not 0 <= i < total]
+    return poses
+
+
+@torch.no_grad()
+def posed_at(avatar: Avatar, template: Template, poses: Pose | None, frames: list[int] | None) -> PosedGaussians:
+    """World Gaussians at the rest pose (``poses`` None) or at ``frames`` of ``poses``."""
+    check_template(avatar, template)
+    av = avatar.to(template.device)
+    betas = av.betas if av.betas.numel() else None
+    if poses is None:
+        return deform(av.gaussians, av.binding, template, template.pose(template.zero_pose(1), betas))
+    idx = list(range(poses.batch)) if frames is None else frames
+    bad = [i for i in idx if not 0 <= i < poses.batch]
     if bad:
-        raise AvatarError(f"--frame {bad[0]} is out of range: the motion has frames 0 to {total - 1}")
-    posed = template.pose(poses.index(idx), betas)
-    return deform(av.gaussians, av.binding, template, posed), total
+        raise AvatarError(f"--frame {bad[0]} is out of range: the motion has frames 0 to {poses.batch - 1}")
+    return deform(av.gaussians, av.binding, template, template.pose(poses.index(idx), betas))
 
 
 def export_avatar(
@@ -80,12 +90,14 @@ def export_avatar(
         if out.suffix:
             raise AvatarError(f"--sequence writes a folder of .ply files; {output} looks like a file name")
         written = []
+        poses = motion_poses(motion, template)
+        avatar = avatar.to(template.device)
         with atomic_folder(out) as tmp:
-            total = len(motion)
+            total = poses.batch
             digits = max(4, len(str(total - 1)))
             for start in range(0, total, 16):
                 idx = list(range(start, min(start + 16, total)))
-                pg, _ = posed_frames(avatar, template, motion, idx)
+                pg = posed_at(avatar, template, poses, idx)
                 for b, i in enumerate(idx):
                     name = f"frame_{i:0{digits}d}.ply"
                     write_ply(world_gaussians(pg, b), tmp / name, sh_degree)

@@ -19,6 +19,7 @@ from scipy.spatial import cKDTree
 from avatarcli.avatar import Avatar, check_template
 from avatarcli.binding import deform, rest_posed
 from avatarcli.fileio import atomic_path
+from avatarcli.gaussians import sh0_to_rgb
 from avatarcli.motion import Motion, to_template_poses
 from avatarcli.rotations import axis_angle_to_quat
 from avatarcli.templates import Template
@@ -77,14 +78,15 @@ def _vertex_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
 def build_glb(avatar: Avatar, template: Template, motion: Motion | None = None) -> bytes:
     """The avatar as a skinned .glb (bytes); with ``motion``, its animation too."""
     check_template(avatar, template)
-    betas = avatar.betas if avatar.betas.numel() else None
+    av = avatar.to(template.device)
+    betas = av.betas if av.betas.numel() else None
     with torch.no_grad():
         rest = rest_posed(template, betas)
         verts = rest.vertices[0].double().cpu().numpy()
         joints = rest.joints[0].double().cpu().numpy()
-        pg = deform(avatar.gaussians.to(template.device), avatar.binding.to(template.device), template, rest)
+        pg = deform(av.gaussians, av.binding, template, rest)
         means = pg.means[0].double().cpu().numpy()
-        colors = (pg.sh[:, 0].double().cpu().numpy() * 0.28209479177387814 + 0.5).clip(0, 1)
+        colors = sh0_to_rgb(pg.sh[:, 0]).double().cpu().numpy().clip(0, 1)
         opac = pg.opacities.double().cpu().numpy()
     faces = template.faces.cpu().numpy().astype(np.uint32)
     parents = template.parents.cpu().numpy()
