@@ -29,7 +29,7 @@ from avatarcli.guidance.tiny import tiny_components, write_tokenizer_files
 from avatarcli.initialize import init_avatar
 from avatarcli.render import render_gaussians
 from avatarcli.render.cameras import Cameras
-from avatarcli.templates import load_template
+from avatarcli.templates import Template, load_template
 
 from common import time_it, write_result
 
@@ -68,26 +68,27 @@ def params_m(m: torch.nn.Module) -> float:
     return sum(p.numel() for p in m.parameters()) / 1e6
 
 
+def bench_trainer(kind: str, template: Template, guide: DiffusionGuidance, compile_: bool = False) -> Trainer:
+    """The recipe's animation stage on a fresh `avatar init` avatar (K = 10), without growth
+    (it changes the count between runs: the steady state is timed)."""
+    av = init_avatar(template, points_per_triangle=10, seed=0)
+    cfg = recipe(kind, "a knight in shining armour", stages=("animate",), steps=100_000, checkpoint_every=0)
+    cfg.densify.start = 10**9
+    cfg.compile = compile_
+    return Trainer(av, template, guide, cfg)
+
+
 def bench_kind(kind: str, comps: Components, steps: int, low_memory: bool, compile_: bool) -> dict:
     device = torch.device("cuda")
     tpl = load_template(kind, device=device)
-    av = init_avatar(tpl, points_per_triangle=10, seed=0)
     score = "nfsd" if kind == "head" else "asd"
     schedule = HEAD_TIMESTEPS if kind == "head" else BODY_TIMESTEPS
     gcfg = GuidanceConfig(score=score, resolution=512, low_memory=low_memory, timesteps=schedule)
     guide = DiffusionGuidance(comps, gcfg)
     if compile_:
         guide.compile()
-    stages = ("animate",)
-    cfg = recipe(kind, "a knight in shining armour", stages=stages, steps=100_000, checkpoint_every=0)
-    cfg.densify.start = 10**9  # growth changes the count between runs; time the steady state
-    cfg.compile = compile_
-    trainer = Trainer(av, tpl, guide, cfg)
-    if kind == "body" and cfg.residual_weights:
-        from avatarcli.binding import ResidualWeights
-
-        trainer.residual = ResidualWeights(tpl.num_joints, trainer.radius).to(device)
-        trainer._make_optimizers()
+    trainer = bench_trainer(kind, tpl, guide, compile_)
+    cfg = trainer.cfg
     warm = 25 if compile_ else 5
     for _ in range(warm):
         trainer.train_step()
@@ -138,7 +139,8 @@ def bench_kind(kind: str, comps: Components, steps: int, low_memory: bool, compi
     step = statistics.median(times)
     parts["rest"] = step - sum(parts.values())
     return {
-        "gaussians": len(av), "score": score, "batch": b, "render_size": res, "low_memory": low_memory, "compile": compile_,
+        "gaussians": trainer.gaussians().means.shape[0], "score": score, "batch": b, "render_size": res,
+        "low_memory": low_memory, "compile": compile_,
         "step_ms_median": step, "step_ms_min": min(times), "peak_gib": peak, "parts_ms": parts,
         "steps_10k_minutes": step * 10_000 / 60_000,
     }  # fmt: skip

@@ -18,29 +18,14 @@ import traceback
 import warnings
 
 import torch
-from generate_step import sd15_components
+from generate_step import bench_trainer, sd15_components
 
-from avatarcli.generate import Trainer, recipe
+from avatarcli.generate import Trainer
 from avatarcli.guidance.diffusion import DiffusionGuidance, GuidanceConfig
 from avatarcli.guidance.scores import BODY_TIMESTEPS, HEAD_TIMESTEPS
-from avatarcli.initialize import init_avatar
 from avatarcli.templates import load_template
 
 from common import time_it, write_result
-
-
-def make_trainer(kind: str, guide: DiffusionGuidance) -> Trainer:
-    tpl = load_template(kind, device=torch.device("cuda"))
-    av = init_avatar(tpl, points_per_triangle=10, seed=0)
-    cfg = recipe(kind, "a knight in shining armour", stages=("animate",), steps=100_000, checkpoint_every=0)
-    cfg.densify.start = 10**9
-    trainer = Trainer(av, tpl, guide, cfg)
-    if kind == "body" and cfg.residual_weights:
-        from avatarcli.binding import ResidualWeights
-
-        trainer.residual = ResidualWeights(tpl.num_joints, trainer.radius).to(tpl.device)
-        trainer._make_optimizers()
-    return trainer
 
 
 def sync_points(trainer: Trainer) -> dict[str, int]:
@@ -123,7 +108,9 @@ def main() -> None:
     for kind in args.kinds.split(","):
         score = "nfsd" if kind == "head" else "asd"
         gcfg = GuidanceConfig(score=score, resolution=512, timesteps=HEAD_TIMESTEPS if kind == "head" else BODY_TIMESTEPS)
-        trainer = make_trainer(kind, DiffusionGuidance(sd15_components(torch.device("cuda")), gcfg))
+        trainer = bench_trainer(
+            kind, load_template(kind, device=torch.device("cuda")), DiffusionGuidance(sd15_components(torch.device("cuda")), gcfg)
+        )
         for _ in range(5):
             trainer.train_step()
         r = {"syncs": sync_points(trainer), **profile(trainer, args.steps)}

@@ -53,6 +53,16 @@ def test_recipes_run_and_write_the_avatar(kind, score, tiny, head_avatar, body_a
         assert set(seen) == {"animate"}
 
 
+def test_a_body_run_that_starts_animated_learns_residual_weights(tiny, body_avatar, body_template):
+    trainer = Trainer(body_avatar, body_template, _guide(tiny, "asd"), _cfg("body", stages=("animate",)))
+    assert trainer.residual is not None and "residual" in trainer.extra_optimizers
+    before = [p.detach().clone() for p in trainer.residual.parameters()]
+    trainer.train_step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.residual.parameters(), strict=True))
+    canonical = Trainer(body_avatar, body_template, _guide(tiny, "asd"), _cfg("body", stages=("canonical",)))
+    assert canonical.residual is None
+
+
 def test_resume_continues_exactly(tiny, head_avatar, head_template, tmp_path):
     straight = generate(head_avatar, head_template, _guide(tiny, "sds"), _cfg("head"), tmp_path / "a.avatar")
     out = tmp_path / "b.avatar"

@@ -128,7 +128,13 @@ class Trainer:
         with torch.no_grad():
             _, self.radius = framing(deform(av.gaussians, av.binding, template, rest_posed(template, self.betas.detach())))
         self.densifier = Densifier(config.densify, self.radius)
+        if self.residual is None and self._wants_residual():  # a body run that starts animated
+            self.residual = ResidualWeights(template.num_joints, self.radius).to(self.device)
         self._make_optimizers()
+
+    def _wants_residual(self) -> bool:
+        """Residual skinning weights train in a body's animation stage (when the recipe has them)."""
+        return self.cfg.residual_weights and self.tpl.kind == "body" and self.stage == "animate"
 
     # -- parameters ---------------------------------------------------------------------
     def _load_params(self, g: Gaussians, binding: TriangleBinding | SkinningBinding) -> None:
@@ -177,7 +183,7 @@ class Trainer:
                 from avatarcli.export.ply import world_gaussians
 
                 rigged, _ = rig_gaussians(world_gaussians(world).to("cpu"), self.tpl.to("cpu"), self.betas.detach().cpu(), meta=self.meta)
-            if self.cfg.residual_weights:
+            if self._wants_residual():
                 self.residual = ResidualWeights(self.tpl.num_joints, self.radius).to(self.device)
             rigged = rigged.to(self.device)
             self._load_params(rigged.gaussians, rigged.binding)
