@@ -178,13 +178,12 @@ def rig_gaussians(
     pts = world.means.detach().double().numpy()
     face_idx, bary, dist = nearest_surface(tpl, pts, betas)
     far = dist > reach
+    far_count = int(far.sum())
     dropped = 0
-    if drop_far and bool(far.any()):
-        keep = torch.from_numpy(~far)
-        world = world.select(keep)
+    if drop_far and far_count:
+        world = world.select(torch.from_numpy(~far))
         face_idx, bary, dist, pts = face_idx[~far], bary[~far], dist[~far], pts[~far]
-        dropped = int(far.sum())
-        far = np.zeros(len(face_idx), dtype=bool)
+        dropped = far_count
     if len(world) == 0:
         raise AvatarError("no Gaussians left to rig")
     f = torch.from_numpy(face_idx)
@@ -211,7 +210,7 @@ def rig_gaussians(
     new_meta["template"] = template_meta(tpl)
     new_meta.setdefault("stage", "rigged")
     av = Avatar(tpl.kind, gaussians, binding, betas if betas is not None else torch.zeros(tpl.num_betas), new_meta)
-    report = RigReport(len(gaussians), int(far.sum()), dropped, float(reach), per_part)
+    report = RigReport(len(gaussians), far_count, dropped, float(reach), per_part)
     return av, report
 
 

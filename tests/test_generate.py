@@ -149,7 +149,11 @@ def test_body_scale_regulariser():
         (("x", "--model", "tail", "--guidance", "tiny"), "unknown model"),
         (("x", "--guidance", "tiny", "--steps", "0"), "--steps"),
         (("x", "--guidance", "tiny", "--resolution", "100"), "multiple of 8"),
-        (("x", "--guidance", "tiny", "--device", "cuda"), "CUDA"),
+        pytest.param(
+            ("x", "--guidance", "tiny", "--device", "cuda"),
+            "CUDA",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="asks for CUDA where there is none"),
+        ),
         (("x", "--guidance", "magic"), "unknown guidance"),
         (("x", "--guidance", "tiny", "--resume"), "no checkpoint"),
         (("x", "--guidance", "tiny", "--stages", "canonical,dance"), "unknown stage"),

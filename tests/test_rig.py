@@ -137,6 +137,6 @@ def test_far_gaussians_are_reported_and_dropped(head_template, head_avatar):
     _, report = rig_gaussians(both, head_template)
     assert report.far == 2 and report.count == len(both)
     av, report = rig_gaussians(both, head_template, drop_far=True)
-    assert report.dropped == 2 and len(av) == len(world)
+    assert report.dropped == 2 and report.far == 2 and len(av) == len(world)
     with pytest.raises(AvatarError):
         rig_gaussians(both, head_template, max_distance=-1.0)

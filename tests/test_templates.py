@@ -59,17 +59,31 @@ def test_forward_kinematics_matches_smplx_helper(kind, head_template, body_templ
     rot = batch_rodrigues(pose.rotations.reshape(-1, 3)).view(4, -1, 3, 3)
     joints = torch.randn(4, tpl.num_joints, 3, generator=torch.Generator().manual_seed(6))
     want_joints, want = batch_rigid_transform(rot, joints, tpl.parents)
-    got_joints, got = rigid_transforms(rot, joints, tpl.parents, tpl.levels)
+    got_joints, got = rigid_transforms(rot, joints, tpl.levels)
     assert (got_joints - want_joints).abs().max() < 1e-5 and (got - want).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("kind", ["head", "body"])
+def test_irises_sit_one_eye_radius_in_front_of_the_shaped_posed_eyes(kind, head_template, body_template):
+    tpl = head_template if kind == "head" else body_template
+    betas = 2.0 * torch.randn(tpl.num_betas, generator=torch.Generator().manual_seed(8))
+    posed = tpl.pose(random_pose(tpl, 3, seed=9), betas)
+    irises = tpl.irises(posed)
+    eyes = [tpl.joint_names.index(n) for n in (("left_eye", "right_eye") if kind == "head" else ("left_eye_smplhf", "right_eye_smplhf"))]
+    offset = irises - posed.joints[:, eyes]
+    assert torch.allclose(offset.norm(dim=-1), torch.full((3, 2), tpl.eye_radius), atol=1e-6)
+    # along the eye joint's turned forward axis
+    forward = posed.transforms[:, eyes, :3, :3] @ torch.tensor([0.0, 0.0, 1.0])
+    assert torch.allclose(offset / tpl.eye_radius, forward, atol=1e-5)
 
 
 def test_tree_levels_refuse_a_child_before_its_parent():
     from avatarcli.templates.template import tree_levels
 
-    levels = tree_levels((-1, 0, 1, 1, 0), torch.device("cpu"))
+    levels = tree_levels((-1, 0, 1, 1, 0))
     assert [lv[0].tolist() for lv in levels] == [[1, 4], [2, 3]] and [lv[1].tolist() for lv in levels] == [[0, 0], [1, 1]]
-    with pytest.raises(ValueError):
-        tree_levels((-1, 2, 0), torch.device("cpu"))
+    with pytest.raises(AvatarError, match="parents must come before"):
+        tree_levels((-1, 2, 0))
 
 
 def test_joint_order_and_parents_are_official(body_template, head_template):

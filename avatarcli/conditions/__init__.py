@@ -17,12 +17,14 @@ import functools
 from functools import cached_property
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from avatarcli.conditions import draw
 from avatarcli.conditions.visibility import vertex_normals, visible
 from avatarcli.render.cameras import Cameras
 from avatarcli.templates import Posed, Template
+from avatarcli.templates.template import surface_points
 
 # OpenPose-18: limbs as keypoint pairs and one colour per limb / keypoint
 OPENPOSE_LIMBS = (
@@ -205,11 +207,13 @@ class ConditionRenderer:
             vis = vis & (depth > 0)
             b = pts3.shape[0]
             return self._openpose(px[:, :18], vis[:, :18], px[:, 18:].reshape(b, 2, 21, 2), vis[:, 18:].reshape(b, 2, 21), h, w)
-        normals = vertex_normals(posed.vertices, tpl.faces)
         groups = tpl.face_contours(posed)
         sizes = [g[2].shape[1] for g in groups]
         pts3 = torch.cat([g[2] for g in groups], dim=1)
-        nrm = torch.cat([_landmark_normals(tpl, normals, g) for g in groups], dim=1) if tpl._contours else None
+        nrm = None
+        if tpl._contours:  # built-in contours sit on the surface: their normals cull the back of the head
+            normals = vertex_normals(posed.vertices, tpl.faces)
+            nrm = F.normalize(torch.cat([surface_points(normals, tpl.faces, f, b) for _, _, f, b in tpl._contours], dim=1), dim=-1)
         reach = torch.full((pts3.shape[1],), 0.004, device=pts3.device)
         vis = self._visible(centers, pts3, reach, posed.vertices, tpl.faces, nrm)
         px, depth = cameras.project(pts3)
@@ -222,14 +226,3 @@ class ConditionRenderer:
         ipx, idepth = cameras.project(irises)
         ivis = self._visible(centers, irises, torch.full((2,), tpl.eye_radius * 0.5, device=irises.device), posed.vertices, tpl.faces)
         return self._facemesh(contours, ipx, ivis & (idepth > 0), h, w)
-
-
-def _landmark_normals(template: Template, normals: Tensor, group: tuple[str, bool, Tensor]) -> Tensor:
-    """Normals (B, n, 3) at a built-in contour group's embedded points."""
-    name = group[0]
-    for n, _, faces, bary in template._contours:
-        if n == name:
-            corners = normals[:, template.faces[faces]]  # (B, n, 3, 3)
-            out = (corners * bary[None, :, :, None]).sum(2)
-            return out / out.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    raise KeyError(name)

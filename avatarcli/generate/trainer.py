@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -27,6 +26,7 @@ from avatarcli.binding import ResidualWeights, SkinningBinding, TriangleBinding,
 from avatarcli.conditions import ConditionRenderer
 from avatarcli.devices import to_device
 from avatarcli.errors import AvatarError
+from avatarcli.export.ply import world_gaussians
 from avatarcli.frames import to_uint8, write_png
 from avatarcli.gaussians import Gaussians
 from avatarcli.generate import losses
@@ -34,44 +34,16 @@ from avatarcli.generate.checkpoint import adam_state, checkpoint_path, load_chec
 from avatarcli.generate.config import GenerateConfig
 from avatarcli.generate.densify import Densifier
 from avatarcli.generate.samplers import PoseSampler
+from avatarcli.guidance import Guidance, Scene
 from avatarcli.guidance.scores import view_suffix
 from avatarcli.preview import framing, turntable_cameras
 from avatarcli.render import render_gaussians
 from avatarcli.render.cameras import CameraRanges, Cameras, sample_cameras
 from avatarcli.rig import rig_gaussians
-from avatarcli.templates import Pose, Posed, Template
+from avatarcli.templates import Posed, Template
 
 GAUSS = {"means": "means", "scales": "log_scales", "quats": "quats", "opacities": "opacity_logits", "sh": "sh"}
 FACE_RANGES = CameraRanges(distance=(0.9, 1.4), fovy_deg=(40.0, 60.0), elevation_deg=(-15.0, 25.0), azimuth_deg=(-70.0, 70.0))
-
-
-@dataclass
-class Scene:
-    """What a step rendered: the poses, the posed templates (with the avatar's shape), the
-    cameras and the background."""
-
-    pose: Pose
-    posed: Posed
-    cameras: Cameras
-    background: Tensor
-
-
-class Guidance(Protocol):
-    """What the trainer needs from a guidance (diffusion or reference)."""
-
-    resolution: int
-
-    def loss(
-        self,
-        images: Tensor,
-        conditions: Tensor | None,
-        prompts: list[str],
-        progress: float,
-        generator: torch.Generator,
-        scene: Scene | None = None,
-    ) -> tuple[Tensor, dict]: ...
-
-    def wants_conditions(self) -> bool: ...
 
 
 @dataclass
@@ -180,8 +152,6 @@ class Trainer:
         if self.tpl.kind == "body" and self.stage == "animate":
             with torch.no_grad():
                 world = deform(self.gaussians(), self.binding(), self.tpl, rest_posed(self.tpl, self.betas))
-                from avatarcli.export.ply import world_gaussians
-
                 rigged, _ = rig_gaussians(world_gaussians(world).to("cpu"), self.tpl.to("cpu"), self.betas.detach().cpu(), meta=self.meta)
             if self._wants_residual():
                 self.residual = ResidualWeights(self.tpl.num_joints, self.radius).to(self.device)
@@ -337,7 +307,7 @@ class Trainer:
             prompt=self.cfg.prompt,
             seed=self.cfg.seed,
             steps=self.step,
-            guidance=getattr(self.guidance, "name", type(self.guidance).__name__),
+            guidance=self.guidance.name,
         )
         return Avatar(self.tpl.kind, g, binding, self.betas.detach().clone(), meta).to("cpu")
 
@@ -413,7 +383,7 @@ class Trainer:
         center, radius = framing(pg)
         cams = turntable_cameras(center, radius, 4, (size, size))
         views = cams.index([0, 1, 2])
-        images, _, _ = render_gaussians(pg, views, torch.tensor(self.cfg.background, device=self.device))
+        images, _, _ = render_gaussians(pg, views, self._background)
         panels = [images]
         if self.guidance.wants_conditions():
             posed1 = self.tpl.pose(self.tpl.zero_pose(1), self.betas)

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from avatarcli.devices import to_device
 from avatarcli.errors import AvatarError
+from avatarcli.guidance import Scene
 from avatarcli.guidance.scores import (
     HEAD_TIMESTEPS,
     NEGATIVE_PROMPT,
@@ -290,21 +291,9 @@ class DiffusionGuidance:
         prompts: list[str],
         progress: float,
         generator: torch.Generator,
-        scene: object = None,
+        scene: Scene | None = None,
     ) -> tuple[Tensor, dict]:
-        """The distillation loss for rendered views.
-
-        Args:
-            images: (B, H, W, 3) renders in [0, 1], requiring grad.
-            conditions: (B, H', W', 3) ControlNet images in [0, 1], or None.
-            prompts: B prompts (view suffixes already added).
-            progress: fraction of training done (drives the timestep schedule).
-            generator: CPU generator for timesteps and noise.
-            scene: what was rendered (unused here; the reference guidance needs it).
-
-        Returns:
-            (scalar loss, info with the timesteps used).
-        """
+        """See :meth:`avatarcli.guidance.Guidance.loss`; ``scene`` is not needed here."""
         cfg = self.config
         b = images.shape[0]
         r = cfg.resolution

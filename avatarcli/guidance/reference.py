@@ -31,6 +31,7 @@ from avatarcli.binding import deform, rest_posed
 from avatarcli.devices import to_device
 from avatarcli.export.ply import world_gaussians
 from avatarcli.gaussians import Gaussians, cat, rgb_to_sh0
+from avatarcli.guidance import Scene
 from avatarcli.guidance.scores import TimestepSchedule, distillation_loss, sds_delta, sds_weight
 from avatarcli.initialize import init_avatar
 from avatarcli.render import render_gaussians
@@ -67,16 +68,16 @@ class ReferenceGuidance:
         return False
 
     @torch.no_grad()
-    def target(self, scene: object) -> Tensor:
+    def target(self, scene: Scene) -> Tensor:
         """The reference rendered like the training views: (B, H, W, 3).
 
         Same poses and cameras, but the reference's own template shape: the avatar being
         trained may be learning its shape, the target must not move with it.
         """
         ref = self.reference
-        posed = self.template.pose(scene.pose, ref.betas if ref.betas.numel() else None)  # type: ignore[attr-defined]
+        posed = self.template.pose(scene.pose, ref.betas if ref.betas.numel() else None)
         pg = deform(ref.gaussians, ref.binding, self.template, posed)
-        images, _, _ = render_gaussians(pg, scene.cameras, scene.background)  # type: ignore[attr-defined]
+        images, _, _ = render_gaussians(pg, scene.cameras, scene.background)
         return images
 
     def loss(
@@ -86,10 +87,9 @@ class ReferenceGuidance:
         prompts: list[str],
         progress: float,
         generator: torch.Generator,
-        scene: object = None,
+        scene: Scene,
     ) -> tuple[Tensor, dict]:
-        if scene is None:
-            raise ValueError("the reference guidance needs the rendered scene")
+        """See :meth:`avatarcli.guidance.Guidance.loss`."""
         x = images.permute(0, 3, 1, 2) * 2.0 - 1.0  # pixel space, [-1, 1]
         ref = self.target(scene).permute(0, 3, 1, 2) * 2.0 - 1.0
         t = to_device(self.timesteps.sample(x.shape[0], progress, len(self.alphas_cumprod), generator), x.device)

@@ -19,6 +19,7 @@ from smplx.lbs import batch_rodrigues, blend_shapes, vertices2joints
 from torch import Tensor
 
 from avatarcli.devices import to_device
+from avatarcli.errors import AvatarError
 from avatarcli.templates.skeletons import (
     FLAME_JOINT_NAMES,
     OPENPOSE18_FROM_SMPLX,
@@ -119,7 +120,6 @@ class Template:
         self.posedirs: Tensor = m.posedirs.detach().clone()
         self.j_regressor: Tensor = m.J_regressor.detach().clone()
         self.parents: Tensor = m.parents.detach().clone()
-        self.parent_list: tuple[int, ...] = tuple(int(p) for p in m.parents)
         self.weights: Tensor = m.lbs_weights.detach().clone()
         self.lmk_faces_idx: Tensor = m.lmk_faces_idx.detach().clone()
         self.lmk_bary: Tensor = m.lmk_bary_coords.detach().clone()
@@ -131,7 +131,17 @@ class Template:
         self.extras = extras
         self._contours = self._contour_embedding(extras)
         self.eye_radius = float(extras["avatarcli_eye_radius"]) if "avatarcli_eye_radius" in extras else self._measure_eye_radius()
-        self._make_indices()
+        # index tensors that move with the template, so that posing and keypoints never copy
+        # a Python list to the GPU (each such copy makes the CPU wait for the GPU)
+        self.levels = tree_levels(tuple(int(p) for p in m.parents))
+        eyes = ("left_eye", "right_eye") if kind == "head" else ("left_eye_smplhf", "right_eye_smplhf")
+        self._eye_idx = torch.tensor([self.joint_names.index(n) for n in eyes])
+        self._openpose_idx: Tensor | None = None
+        self._hand_idx: Tensor | None = None
+        if kind == "body":
+            self._openpose_idx = torch.tensor(OPENPOSE18_FROM_SMPLX)
+            self._hand_idx = torch.tensor([OPENPOSE_HAND_FROM_SMPLX[s] for s in ("left", "right")])
+        self._blend_dirs = torch.cat([self.shapedirs, self.exprdirs], dim=-1)
 
     # -- sizes -------------------------------------------------------------------------
     @property
@@ -161,22 +171,13 @@ class Template:
     def _move(self, device: torch.device) -> None:
         self.device = device
         for key in ("v_template", "faces", "shapedirs", "exprdirs", "posedirs", "j_regressor", "parents", "weights",
-                    "lmk_faces_idx", "lmk_bary", "contour_faces_idx", "contour_bary", "extra_joints_idxs"):  # fmt: skip
+                    "lmk_faces_idx", "lmk_bary", "contour_faces_idx", "contour_bary", "extra_joints_idxs",
+                    "_eye_idx", "_openpose_idx", "_hand_idx", "_blend_dirs"):  # fmt: skip
             value = getattr(self, key)
             if value is not None:
                 setattr(self, key, value.to(self.device))
         self._contours = [(n, c, f.to(self.device), b.to(self.device)) for n, c, f, b in self._contours]
-        self._make_indices()
-
-    def _make_indices(self) -> None:
-        """Index tensors kept on the template's device, so that posing and keypoints never
-        copy a Python list to the GPU (each such copy makes the CPU wait for the GPU)."""
-        d = self.device
-        self.levels = tree_levels(self.parent_list, d)
-        if self.kind == "body":
-            self._openpose_idx = torch.tensor(OPENPOSE18_FROM_SMPLX, device=d)
-            self._hand_idx = torch.tensor([OPENPOSE_HAND_FROM_SMPLX[s] for s in ("left", "right")], device=d)
-        self._eye_offset = torch.tensor([0.0, 0.0, self.eye_radius], device=d, dtype=self.v_template.dtype)
+        self.levels = [(idx.to(device), par.to(device)) for idx, par in self.levels]
 
     # -- posing ------------------------------------------------------------------------
     def zero_pose(self, batch: int = 1) -> Pose:
@@ -207,14 +208,13 @@ class Template:
         elif betas.dim() == 1:
             betas = betas[None].expand(b, -1)
         coeffs = torch.cat([betas, pose.expression], dim=-1)
-        dirs = torch.cat([self.shapedirs, self.exprdirs], dim=-1)
-        v_shaped = self.v_template + blend_shapes(coeffs, dirs)
+        v_shaped = self.v_template + blend_shapes(coeffs, self._blend_dirs)
         joints = vertices2joints(self.j_regressor, v_shaped)
         rot = batch_rodrigues(pose.rotations.reshape(-1, 3)).view(b, -1, 3, 3)
         eye = torch.eye(3, device=self.device, dtype=dt)
         pose_feature = (rot[:, 1:] - eye).reshape(b, -1)
         unposed = v_shaped + (pose_feature @ self.posedirs).view(b, -1, 3)
-        posed_joints, rel = rigid_transforms(rot, joints, self.parents, self.levels)
+        posed_joints, rel = rigid_transforms(rot, joints, self.levels)
         rel = rel.clone()
         rel[:, :, :3, 3] += pose.translation[:, None]
         verts = skin_points(unposed, self.weights, rel)
@@ -281,16 +281,8 @@ class Template:
 
     def irises(self, posed: Posed) -> Tensor:
         """Iris centres (B, 2, 3), left then right: the front of each eyeball as it turns."""
-        names = self.joint_names
-        li = names.index("left_eye" if self.kind == "head" else "left_eye_smplhf")
-        ri = names.index("right_eye" if self.kind == "head" else "right_eye_smplhf")
-        out = []
-        for j in (li, ri):
-            t = posed.transforms[:, j]
-            rest = self._rest_joints()[j]
-            front = rest + self._eye_offset
-            out.append((t[:, :3, :3] @ front[:, None])[..., 0] + t[:, :3, 3])
-        return torch.stack(out, dim=1)
+        # the eye joint's posed place, plus the eyeball's radius along the joint's turned +z
+        return posed.joints[:, self._eye_idx] + posed.transforms[:, self._eye_idx, :3, 2] * self.eye_radius
 
     def _rest_joints(self) -> Tensor:
         return vertices2joints(self.j_regressor, self.v_template[None])[0]
@@ -351,22 +343,22 @@ def surface_points(vertices: Tensor, faces: Tensor, face_idx: Tensor, bary: Tens
     return (corners * bary[None, :, :, None].to(vertices.dtype)).sum(dim=2)
 
 
-def tree_levels(parents: tuple[int, ...], device: torch.device) -> list[tuple[Tensor, Tensor]]:
+def tree_levels(parents: tuple[int, ...]) -> list[tuple[Tensor, Tensor]]:
     """The joints of a kinematic tree by depth below the root: (joints, their parents) per level."""
     depth = [0] * len(parents)
     for j, p in enumerate(parents):
         if j > 0:
             if not 0 <= p < j:
-                raise ValueError(f"joint {j} has parent {p}: parents must come before their children")
+                raise AvatarError(f"joint {j} of the template has parent {p}: parents must come before their children")
             depth[j] = depth[p] + 1
     out = []
     for level in range(1, max(depth, default=0) + 1):
         joints = [j for j, d in enumerate(depth) if d == level]
-        out.append((torch.tensor(joints, device=device), torch.tensor([parents[j] for j in joints], device=device)))
+        out.append((torch.tensor(joints), torch.tensor([parents[j] for j in joints])))
     return out
 
 
-def rigid_transforms(rot: Tensor, joints: Tensor, parents: Tensor, levels: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+def rigid_transforms(rot: Tensor, joints: Tensor, levels: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
     """Forward kinematics: posed joints (B, J, 3) and skinning transforms (B, J, 4, 4).
 
     The arithmetic of ``smplx.lbs.batch_rigid_transform``, written here because that helper
@@ -376,11 +368,12 @@ def rigid_transforms(rot: Tensor, joints: Tensor, parents: Tensor, levels: list[
 
     Args:
         rot: (B, J, 3, 3) joint rotations; joints: (B, J, 3) rest joint positions.
-        parents: (J,) parent of each joint (-1 for the root); levels: from ``tree_levels``.
+        levels: the tree from ``tree_levels``, on the device of ``rot``.
     """
     b, j = joints.shape[:2]
-    rel = joints.clone()
-    rel[:, 1:] -= joints[:, parents[1:]]
+    rel = joints.clone()  # each joint relative to its parent; the root stays where it is
+    for idx, par in levels:
+        rel[:, idx] = joints[:, idx] - joints[:, par]
     local = torch.zeros(b, j, 4, 4, dtype=rot.dtype, device=rot.device)
     local[..., :3, :3] = rot
     local[..., :3, 3] = rel
