@@ -1,11 +1,14 @@
 # Two entry points, each from a fresh virtual environment:
 #   make test   install everything and run the test suite (what CI runs)
 #   make demo   install everything and run the pipeline on the built-in defaults
+# and one for a GPU machine whose python3 already has CUDA PyTorch:
+#   make gpu-test   the CUDA suite (tests/cuda), with the packages that python lacks taken from
+#                   wheels in .whl/ (README.md, Development, says which and how to fetch them)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO ?= demo-output
 
-.PHONY: test demo venv lint clean
+.PHONY: test demo venv lint clean gpu-test
 
 # torch first, pinned: 2.13.0 is the CPU build available locally; any other spec would
 # pull gigabytes of CUDA packages
@@ -21,6 +24,14 @@ test: venv
 
 demo: venv
 	AVATAR="$(VENV)/bin/avatar" OUT="$(DEMO)" bash examples/demo.sh
+
+GPU_PY ?= python3
+GPU_SITE ?= /tmp/avatarcli-site
+GPU_ENV = PYTHONPATH=$(GPU_SITE):$(CURDIR) TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16
+gpu-test:
+	$(GPU_PY) -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $(GPU_SITE) .whl/*.whl
+	$(GPU_ENV) $(GPU_PY) -c "from gsplat.cuda._backend import _C"  # gsplat builds its CUDA kernels once (about a minute)
+	$(GPU_ENV) $(GPU_PY) -m pytest -p no:cacheprovider -m cuda -n 3 -v --durations=0 tests/cuda
 
 lint:
 	$(PY) -m ruff check avatarcli tests bench

@@ -15,6 +15,7 @@ pickled; unknown tensors are kept and written back.
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import json
 import struct
@@ -64,18 +65,22 @@ class Avatar:
         return len(self.gaussians)
 
     def to(self, device: torch.device | str) -> Avatar:
+        """A copy on ``device``. The avatar it was called on is left as it was: nothing
+        mutable (metadata, the residual network) is shared between the two."""
         return Avatar(
             self.kind,
             self.gaussians.to(device),
             self.binding.to(device),
             self.betas.to(device),
-            self.meta,
+            copy.deepcopy(self.meta),
             {k: v.to(device) for k, v in self.extra.items()},
         )
 
     def select(self, idx: Tensor) -> Avatar:
-        """The avatar with only the Gaussians at ``idx``."""
-        return Avatar(self.kind, self.gaussians.select(idx), self.binding.select(idx), self.betas, self.meta, self.extra)
+        """A copy with only the Gaussians at ``idx``."""
+        return Avatar(
+            self.kind, self.gaussians.select(idx), self.binding.select(idx), self.betas.clone(), copy.deepcopy(self.meta), dict(self.extra)
+        )
 
     def add_history(self, command: str) -> None:
         """Record a command that produced or changed this avatar."""

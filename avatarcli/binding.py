@@ -20,6 +20,7 @@ Two bindings:
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, replace
 
@@ -104,11 +105,20 @@ class SkinningBinding:
     kind = "skinning"
 
     def select(self, idx: Tensor) -> SkinningBinding:
-        return SkinningBinding(self.weights[idx], self.face_idx[idx], self.bary[idx], self.residual)
+        return SkinningBinding(self.weights[idx], self.face_idx[idx], self.bary[idx], self._residual_copy())
 
     def to(self, device: torch.device | str) -> SkinningBinding:
-        res = self.residual.to(device) if self.residual is not None else None
+        """A copy on ``device``; this binding and its residual network stay where they are."""
+        res = self._residual_copy(device)
         return SkinningBinding(self.weights.to(device), self.face_idx.to(device), self.bary.to(device), res)
+
+    def _residual_copy(self, device: torch.device | str | None = None) -> ResidualWeights | None:
+        # ``Module.to`` moves a module in place: a binding handing its own network to another
+        # object would let that object move (or train) it behind this one's back
+        if self.residual is None:
+            return None
+        res = copy.deepcopy(self.residual)
+        return res if device is None else res.to(device)
 
     def tensors(self) -> dict[str, Tensor]:
         return {"weights": self.weights, "face_idx": self.face_idx, "bary": self.bary}

@@ -10,7 +10,8 @@ eager / torch.compile. Informs the defaults of DiffusionGuidance.
 from __future__ import annotations
 
 import torch
-from generate_step import sd15_components
+
+from avatarcli.guidance.tiny import sd15_components
 
 from common import time_it, write_result
 

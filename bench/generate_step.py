@@ -25,43 +25,13 @@ from avatarcli.binding import deform
 from avatarcli.generate import Trainer, recipe
 from avatarcli.guidance.diffusion import Components, DiffusionGuidance, GuidanceConfig
 from avatarcli.guidance.scores import BODY_TIMESTEPS, HEAD_TIMESTEPS
-from avatarcli.guidance.tiny import tiny_components, write_tokenizer_files
+from avatarcli.guidance.tiny import sd15_components, tiny_components
 from avatarcli.initialize import init_avatar
 from avatarcli.render import render_gaussians
 from avatarcli.render.cameras import Cameras
 from avatarcli.templates import Template, load_template
 
 from common import time_it, write_result
-
-
-def sd15_components(device: torch.device, dtype: torch.dtype = torch.float16, tiny_encoder: bool = False) -> Components:
-    """The SD 1.5 UNet, an SD 1.5 ControlNet, the SD VAE (or TAESD) and CLIP ViT-L text encoder, random weights."""
-    import tempfile
-    from pathlib import Path
-
-    from diffusers import AutoencoderKL, AutoencoderTiny, ControlNetModel, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    torch.manual_seed(0)
-    with torch.device(device):
-        unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
-        controlnet = ControlNetModel(cross_attention_dim=768, attention_head_dim=8)
-        vae = AutoencoderKL(
-            block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4, sample_size=512,
-        )  # fmt: skip
-        if tiny_encoder:
-            vae = AutoencoderTiny()  # the default configuration is TAESD's
-        text = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
-                                            vocab_size=49408, max_position_embeddings=77))  # fmt: skip
-    with tempfile.TemporaryDirectory() as tmp:
-        vocab, merges = write_tokenizer_files(Path(tmp))
-        tokenizer = CLIPTokenizer(str(vocab), str(merges))
-    for m in (unet, controlnet, vae, text):
-        m.requires_grad_(False).eval().to(device=device, dtype=dtype)
-    sched = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
-    name = "sd15-random" + ("+taesd" if tiny_encoder else "")
-    return Components(unet, vae, text, tokenizer, controlnet, sched.alphas_cumprod.to(device), name, vae_scale=8)
 
 
 def params_m(m: torch.nn.Module) -> float:

@@ -18,11 +18,12 @@ import traceback
 import warnings
 
 import torch
-from generate_step import bench_trainer, sd15_components
+from generate_step import bench_trainer
 
 from avatarcli.generate import Trainer
 from avatarcli.guidance.diffusion import DiffusionGuidance, GuidanceConfig
 from avatarcli.guidance.scores import BODY_TIMESTEPS, HEAD_TIMESTEPS
+from avatarcli.guidance.tiny import sd15_components
 from avatarcli.templates import load_template
 
 from common import time_it, write_result

@@ -13,6 +13,18 @@ os.environ.pop("AVATARCLI_HEAD_TEMPLATE", None)
 os.environ.pop("AVATARCLI_BODY_TEMPLATE", None)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``cuda`` are skipped where no CUDA device is (CI has none)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU: run `make gpu-test` on a GPU machine")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def head_template():
     from avatarcli.templates import load_template

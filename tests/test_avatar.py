@@ -90,3 +90,22 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
             raise RuntimeError("killed")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.avatar"]
+
+
+def test_moving_a_copy_leaves_the_original_where_it_was(body_avatar, body_template):
+    """``.to`` and ``select`` return copies: the residual network and the metadata of the
+    original are never moved or changed through them (``Module.to`` works in place)."""
+    from avatarcli.binding import ResidualWeights, SkinningBinding
+
+    b = body_avatar.binding
+    own = ResidualWeights(body_template.num_joints, 1.0)
+    av = avatar_file.Avatar("body", body_avatar.gaussians, SkinningBinding(b.weights, b.face_idx, b.bary, own), body_avatar.betas,
+                            {"template": dict(body_avatar.meta["template"]), "history": []})  # fmt: skip
+    moved = av.to("meta")
+    assert all(p.device.type == "meta" for p in moved.binding.residual.parameters())
+    assert all(p.device.type == "cpu" for p in own.parameters())  # the original's network stayed
+    assert av.binding.residual is own and moved.binding.residual is not own
+    assert av.select(torch.arange(3)).binding.residual is not own
+    moved.add_history("avatar edit")
+    av.select(torch.arange(3)).add_history("avatar edit")
+    assert av.meta["history"] == []  # nor is its metadata shared

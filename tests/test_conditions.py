@@ -35,13 +35,33 @@ def _views(template, azimuths, size=128):
     return posed, orbit(center, radius * 2.4, torch.tensor(azimuths), 0.0, 40.0, size, size)
 
 
-def test_the_back_of_the_head_hides_the_face(head_template):
+def test_a_frontal_face_mesh_draws_every_contour_whole(head_template):
+    """As MediaPipe's face mesh (which the head ControlNet's annotations came from) returns
+    every landmark of a face, hidden ones included, each contour is drawn whole: every
+    segment's midpoint is painted, the face oval at both cheeks included."""
+    posed, cams = _views(head_template, [0.0, 35.0], size=512)
+    img = ConditionRenderer(head_template)(posed, cams)
+    for view in range(2):
+        for name, closed, pts in head_template.face_contours(posed):
+            px, _ = cams.index([view]).project(pts[view : view + 1])
+            px = px[0]
+            ends = torch.roll(px, -1, 0) if closed else px[1:]
+            mids = ((px[: len(ends)] + ends) / 2).round().long()
+            lit = img[view, mids[:, 1].clamp(0, 511), mids[:, 0].clamp(0, 511)].sum(-1) > 0.1
+            assert bool(lit.all()), f"{name} broken in view {view} at segments {torch.nonzero(~lit)[:, 0].tolist()}"
+
+
+def test_from_behind_only_the_face_oval_is_drawn(head_template):
     posed, cams = _views(head_template, [0.0, 180.0], size=512)
     img = ConditionRenderer(head_template)(posed, cams)
+
+    def count(image, name):
+        return int(((image - torch.tensor(FACE_COLORS[name]) / 255.0).abs().sum(-1) < 0.05).sum())
+
     front, back = img[0], img[1]
-    assert front.sum() > 50 and back.sum() < 1.0
-    eye = torch.tensor(FACE_COLORS["left_eye"]) / 255.0
-    assert ((front - eye).abs().sum(-1) < 0.05).sum() > 5  # the left eye drawn in its colour
+    assert count(front, "left_eye") > 5 and count(front, "lips") > 5 and count(front, "face_oval") > 50
+    assert count(back, "face_oval") > 50
+    assert count(back, "left_eye") == count(back, "lips") == count(back, "right_iris") == 0
 
 
 def test_a_side_view_hides_the_far_arm(body_template):

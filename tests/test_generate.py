@@ -63,6 +63,24 @@ def test_a_body_run_that_starts_animated_learns_residual_weights(tiny, body_avat
     assert canonical.residual is None
 
 
+def test_checkpoints_leave_the_trainers_state_alone(tiny, body_avatar, body_template, tmp_path):
+    """Writing a checkpoint hands out a snapshot: the trainer's residual network is not the
+    saved avatar's, and moving or editing the snapshot leaves the trainer as it was."""
+    trainer = Trainer(body_avatar, body_template, _guide(tiny, "asd"), _cfg("body", stages=("animate",)))
+    own = trainer.residual
+    trainer.train_step()
+    trainer.save(tmp_path / "b.avatar")
+    snap = trainer.avatar()
+    assert snap.binding.residual is not own and trainer.residual is own
+    snap.to("meta")
+    snap.binding.residual.to("meta")
+    with torch.no_grad():
+        snap.gaussians.means.zero_()
+    assert all(p.device == trainer.device for p in own.parameters())
+    assert not bool((trainer.params["means"] == 0).all())
+    trainer.train_step()  # still trains: nothing was moved away from it
+
+
 def test_resume_continues_exactly(tiny, head_avatar, head_template, tmp_path):
     straight = generate(head_avatar, head_template, _guide(tiny, "sds"), _cfg("head"), tmp_path / "a.avatar")
     out = tmp_path / "b.avatar"

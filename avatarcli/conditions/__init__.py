@@ -6,8 +6,9 @@
 * Heads: the MediaPipe face-mesh contours (face oval, brows, eyes, lips) and pupils in the
   colours ``CrucibleAI/ControlNetMediaPipeFace`` was trained with.
 
-Keypoints the camera cannot see (behind the body, on the back of the head) are not drawn.
-Widths are the annotators' pixel widths at 512 px, scaled with the image.
+Body keypoints the camera cannot see (behind the body, another limb in front) are not drawn;
+face-mesh contours are drawn whole from the front and only the face oval from behind
+(:meth:`ConditionRenderer._face_mesh` says why). Widths are the annotators' pixel widths at 512 px, scaled with the image.
 """
 
 from __future__ import annotations
@@ -17,14 +18,12 @@ import functools
 from functools import cached_property
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from avatarcli.conditions import draw
-from avatarcli.conditions.visibility import vertex_normals, visible
+from avatarcli.conditions.visibility import visible
 from avatarcli.render.cameras import Cameras
 from avatarcli.templates import Posed, Template
-from avatarcli.templates.template import surface_points
 
 # OpenPose-18: limbs as keypoint pairs and one colour per limb / keypoint
 OPENPOSE_LIMBS = (
@@ -207,22 +206,42 @@ class ConditionRenderer:
             vis = vis & (depth > 0)
             b = pts3.shape[0]
             return self._openpose(px[:, :18], vis[:, :18], px[:, 18:].reshape(b, 2, 21, 2), vis[:, 18:].reshape(b, 2, 21), h, w)
+        return self._face_mesh(posed, cameras)
+
+    @cached_property
+    def _face_joint(self) -> int:
+        """The joint that carries the face: the one the face-oval triangles are skinned to most."""
+        tpl = self.template
+        posed = tpl.pose(tpl.zero_pose(1))
+        _, _, oval = tpl.face_contours(posed)[0]
+        near = torch.cdist(oval[0], posed.vertices[0]).argmin(dim=1)
+        return int(tpl.weights[near].sum(0).argmax())
+
+    def _face_mesh(self, posed: Posed, cameras: Cameras) -> Tensor:
+        """MediaPipe face-mesh maps for B posed heads seen by B cameras.
+
+        No landmark is culled as self-occluded. MediaPipe's face mesh returns every landmark
+        of a face it detects, hidden ones included (the far cheek's oval in a three-quarter
+        view, an eye behind the nose), and ``CrucibleAI/ControlNetMediaPipeFace``'s training
+        annotations draw all of them: a map with the oval broken at the cheeks is one the
+        ControlNet never saw. So a view within 90 degrees of the face draws every contour
+        and both pupils whole; from behind, where MediaPipe finds no face, only the face oval
+        is drawn (the rule of the public head recipe).
+        """
+        tpl = self.template
+        h, w = cameras.height, cameras.width
         groups = tpl.face_contours(posed)
-        sizes = [g[2].shape[1] for g in groups]
         pts3 = torch.cat([g[2] for g in groups], dim=1)
-        nrm = None
-        if tpl._contours:  # built-in contours sit on the surface: their normals cull the back of the head
-            normals = vertex_normals(posed.vertices, tpl.faces)
-            nrm = F.normalize(torch.cat([surface_points(normals, tpl.faces, f, b) for _, _, f, b in tpl._contours], dim=1), dim=-1)
-        reach = torch.full((pts3.shape[1],), 0.004, device=pts3.device)
-        vis = self._visible(centers, pts3, reach, posed.vertices, tpl.faces, nrm)
+        facing = posed.transforms[:, self._face_joint, :3, 2]  # the face looks along the joint's +z at rest
+        to_cam = cameras.centers - pts3.mean(dim=1)
+        front = (facing * to_cam).sum(-1) > 0  # (B,)
         px, depth = cameras.project(pts3)
-        vis = vis & (depth > 0)
+        ahead = depth > 0
         contours, start = [], 0
-        for (name, closed, _), n in zip(groups, sizes, strict=True):
-            contours.append((name, closed, px[:, start : start + n], vis[:, start : start + n]))
+        for name, closed, pts in groups:
+            n = pts.shape[1]
+            shown = ahead[:, start : start + n] & (front[:, None] | (name == "face_oval"))
+            contours.append((name, closed, px[:, start : start + n], shown))
             start += n
-        irises = tpl.irises(posed)
-        ipx, idepth = cameras.project(irises)
-        ivis = self._visible(centers, irises, torch.full((2,), tpl.eye_radius * 0.5, device=irises.device), posed.vertices, tpl.faces)
-        return self._facemesh(contours, ipx, ivis & (idepth > 0), h, w)
+        ipx, idepth = cameras.project(tpl.irises(posed))
+        return self._facemesh(contours, ipx, (idepth > 0) & front[:, None], h, w)

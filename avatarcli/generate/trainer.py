@@ -10,6 +10,7 @@ continues from one with ``resume``.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -79,7 +80,7 @@ class Trainer:
         self.device = template.device
         self.cfg = config
         self.guidance = guidance
-        self.meta = dict(avatar.meta)
+        self.meta = copy.deepcopy(avatar.meta)
         self.gen = torch.Generator().manual_seed(config.seed)
         torch.manual_seed(config.seed)  # splits draw from the global generator
         self.step = 0
@@ -293,14 +294,20 @@ class Trainer:
         return avatar
 
     def avatar(self, final: bool = False) -> Avatar:
-        g = self.gaussians().detach()
+        """A snapshot of the avatar being trained, on the CPU. It shares no tensor or module
+        with the trainer, so writing, moving or editing it never touches the training state."""
+
+        def snap(t: Tensor) -> Tensor:
+            return t.detach().to("cpu", copy=True)
+
+        g = Gaussians(**{attr: snap(self.params[k]) for k, attr in GAUSS.items()})
         b = self.binding()
         binding: TriangleBinding | SkinningBinding
         if isinstance(b, TriangleBinding):
-            binding = TriangleBinding(b.face_idx.detach().clone())
+            binding = TriangleBinding(snap(b.face_idx))
         else:
-            binding = SkinningBinding(b.weights.detach().clone(), b.face_idx.detach().clone(), b.bary.detach().clone(), self.residual)
-        meta = dict(self.meta)
+            binding = SkinningBinding(snap(b.weights), snap(b.face_idx), snap(b.bary), b.residual).to("cpu")  # .to copies the network
+        meta = copy.deepcopy(self.meta)
         meta.update(
             template=template_meta(self.tpl),
             stage="generated" if final else f"{self.stage}@{self.step}",
@@ -309,7 +316,7 @@ class Trainer:
             steps=self.step,
             guidance=self.guidance.name,
         )
-        return Avatar(self.tpl.kind, g, binding, self.betas.detach().clone(), meta).to("cpu")
+        return Avatar(self.tpl.kind, g, binding, snap(self.betas), meta)
 
     def save(self, output: str | Path) -> None:
         """The avatar so far and the checkpoint, both atomically."""

@@ -1,9 +1,14 @@
-"""Tiny Stable Diffusion + ControlNet at random weights, built from configs.
+"""Stable Diffusion + ControlNet at random weights, built from configs.
 
-The same classes, the same call paths and the same loss as the real models, small enough
-to run on a CPU in tests and offline smoke runs. Their scores are noise: an avatar trained
-against them shows that the machinery runs, not what a prompt looks like. The tokenizer is
-a byte-level CLIP tokenizer with no merges whose files are written here.
+``tiny_components``: the same classes, the same call paths and the same loss as the real
+models, small enough to run on a CPU in tests and offline smoke runs. ``sd15_components``:
+the full Stable Diffusion 1.5 architecture (UNet, ControlNet, VAE or TAESD, CLIP ViT-L text
+encoder) for timing and GPU tests, where speed and memory do not depend on the weights.
+``save_components`` writes either as diffusers folders that ``--diffusion`` /
+``--controlnet`` / ``--encoder`` load through the real ``from_pretrained`` path. Their scores
+are noise: an avatar trained against them shows that the machinery runs, not what a prompt
+looks like. The tokenizer is a byte-level CLIP tokenizer with no merges whose files are
+written here.
 """
 
 from __future__ import annotations
@@ -79,6 +84,36 @@ def tiny_components(device: torch.device, seed: int = 0) -> Components:
     for m in (unet, controlnet, vae, text_encoder):
         m.requires_grad_(False).eval().to(device)
     return Components(unet, vae, text_encoder, tokenizer, controlnet, scheduler.alphas_cumprod.to(device), "tiny", vae_scale=2)
+
+
+def sd15_components(device: torch.device, dtype: torch.dtype = torch.float16, tiny_encoder: bool = False, seed: int = 0) -> Components:
+    """The SD 1.5 UNet (860 M parameters), an SD 1.5 ControlNet (361 M), the SD VAE (84 M) or
+    the TAESD architecture (diffusers ``AutoencoderTiny``, 2.4 M) and the CLIP ViT-L text
+    encoder (123 M), at random weights."""
+    from diffusers import AutoencoderKL, AutoencoderTiny, ControlNetModel, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    with torch.random.fork_rng(devices=[]), quiet_loading(), torch.device(device):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
+        controlnet = ControlNetModel(cross_attention_dim=768, attention_head_dim=8)
+        if tiny_encoder:
+            vae = AutoencoderTiny()  # the default configuration is TAESD's
+        else:
+            vae = AutoencoderKL(
+                block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=2, latent_channels=4, sample_size=512,
+            )  # fmt: skip
+        text = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
+                                            vocab_size=49408, max_position_embeddings=77))  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        vocab, merges = write_tokenizer_files(Path(tmp))
+        tokenizer = CLIPTokenizer(str(vocab), str(merges))
+    for m in (unet, controlnet, vae, text):
+        m.requires_grad_(False).eval().to(device=device, dtype=dtype)
+    sched = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    name = "sd15-random" + ("+taesd" if tiny_encoder else "")
+    return Components(unet, vae, text, tokenizer, controlnet, sched.alphas_cumprod.to(device), name, vae_scale=8)
 
 
 def tiny_autoencoder(seed: int = 0) -> torch.nn.Module:
