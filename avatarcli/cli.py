@@ -1,7 +1,8 @@
-"""The ``avatar`` command: parse arguments, call the library, report.
+"""The ``avatar`` command: parse options, call :mod:`avatarcli.api`, print a summary.
 
-Each subcommand is a thin wrapper over a plain function in its own module. Problems the user
-can fix surface as one ``error: ...`` line on stderr and exit code 2, with no partial files.
+Each subcommand is a thin wrapper over the API function of the same name, which checks its
+inputs and does the work. Problems the user can fix surface as one ``error: ...`` line on
+stderr and exit code 2, with no partial files.
 """
 
 from __future__ import annotations
@@ -111,22 +112,11 @@ def init(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Sample rigged Gaussians on a template (the starting point of generate)."""
-    from avatarcli import avatar as avatar_file
-    from avatarcli.fileio import check_writable
-    from avatarcli.initialize import init_avatar
-    from avatarcli.templates import load_template
+    from avatarcli import api
 
-    check_writable(output)
-    if points_per_triangle < 1:
-        raise AvatarError(f"--points-per-triangle must be at least 1 (got {points_per_triangle})")
-    tpl = load_template(model, template)
-    av = init_avatar(tpl, points_per_triangle, seed)
-    av.add_history(_command_line())
-    avatar_file.save(av, output)
-    summary(
-        "avatar init",
-        [("wrote", output if output != "-" else "stdout"), ("kind", av.kind), ("Gaussians", f"{len(av):,}"), ("template", tpl.name)],
-    )
+    av = api.init(model, output, template=template, points_per_triangle=points_per_triangle, seed=seed, history=_command_line())
+    summary("avatar init", [("wrote", output if output != "-" else "stdout"), ("kind", av.kind), ("Gaussians", f"{len(av):,}"),
+                            ("template", av.meta["template"]["name"])])  # fmt: skip
 
 
 def _slug(text: str) -> str:
@@ -195,95 +185,62 @@ def generate(
     """Generate an animatable avatar from a text prompt by score distillation."""
     from rich.progress import TextColumn
 
-    from avatarcli import avatar as avatar_file
+    from avatarcli import api
     from avatarcli.console import progress, warn
-    from avatarcli.devices import resolve_device
-    from avatarcli.fileio import check_writable
-    from avatarcli.generate import generate as run_generate
-    from avatarcli.generate import recipe
-    from avatarcli.generate.checkpoint import checkpoint_path
-    from avatarcli.guidance.diffusion import DEFAULT_SPECS, DiffusionGuidance, DiffusionSpec, GuidanceConfig, load_components
-    from avatarcli.guidance.scores import NEGATIVE_PROMPT
-    from avatarcli.initialize import init_avatar
-    from avatarcli.templates import load_template
+    from avatarcli.signals import Interrupted
 
-    if not prompt.strip():
-        raise AvatarError("the prompt is empty: say what the avatar should look like")
-    if model not in ("head", "body"):
-        raise AvatarError(f"unknown model kind {model!r}: choose head or body")
-    if guidance not in ("diffusion", "tiny"):
-        raise AvatarError(f"unknown guidance {guidance!r}: choose diffusion or tiny")
-    if guidance == "tiny" and encoder is not None:
-        raise AvatarError("--encoder applies to --guidance diffusion (tiny brings its own small networks)")
+    rates = {
+        "position": lr_position,
+        "scale": lr_scale,
+        "rotation": lr_rotation,
+        "color": lr_color,
+        "opacity": lr_opacity,
+        "shape": lr_shape,
+    }
+    options = api.GenerateOptions(
+        model=model, guidance=guidance, diffusion=diffusion, controlnet=controlnet, controlnet_subfolder=controlnet_subfolder,
+        encoder=encoder, score=score, cfg_scale=cfg_scale, negative_prompt=negative_prompt,
+        stages=tuple(s.strip() for s in stages.split(",")) if stages else None, steps=steps, batch=batch, resolution=resolution,
+        learning_rates={k: v for k, v in rates.items() if v is not None}, seed=seed, checkpoint_every=checkpoint_every,
+        preview_every=preview_every, low_memory=low_memory, compile=compile_networks, points_per_triangle=points_per_triangle,
+        template=template, device=device,
+    )  # fmt: skip
     out = output or f"{_slug(prompt)}.avatar"
-    if out == "-":
-        raise AvatarError("generate writes checkpoints beside its output: give a file name, not '-'")
-    check_writable(out)
-    stage_list = tuple(s.strip() for s in stages.split(",")) if stages else None
-    cfg = recipe(
-        model, prompt, stages=stage_list, steps=steps, batch=batch, resolution=resolution, seed=seed,
-        checkpoint_every=checkpoint_every, preview_every=preview_every,
-    )  # fmt: skip
-    for name, value in (("position", lr_position), ("scale", lr_scale), ("rotation", lr_rotation), ("color", lr_color),
-                        ("opacity", lr_opacity), ("shape", lr_shape)):  # fmt: skip
-        if value is not None:
-            if value < 0:
-                raise AvatarError(f"--lr-{name} must not be negative")
-            setattr(cfg.lr, name, value)
-    if resume and not checkpoint_path(out).exists():
-        raise AvatarError(f"--resume: there is no checkpoint {checkpoint_path(out)}")
-    dev = resolve_device(device)
-    tpl = load_template(model, template, dev)
-    if source is not None:
-        av = avatar_file.load(source)
-        if av.kind != model:
-            raise AvatarError(f"--from {source} is a {av.kind} avatar but --model is {model}")
-    else:
-        av = init_avatar(tpl, points_per_triangle, seed)
-    gcfg = GuidanceConfig(
-        score=score or ("nfsd" if model == "head" else "asd"), guidance_scale=cfg_scale,
-        negative_prompt=negative_prompt or NEGATIVE_PROMPT, timesteps=cfg.timesteps, low_memory=low_memory,
-    )  # fmt: skip
+    api.check_generate_inputs(prompt, out, options, resume)  # before any output, so a refusal is one line
+    start = api.load_avatar(source) if source is not None else None
     if guidance == "tiny":
-        from avatarcli.guidance.tiny import tiny_components
-
         warn("--guidance tiny uses small random networks: the avatar will be noise (this checks the machinery, offline)")
-        comps = tiny_components(dev, seed)
-        gcfg.resolution = 64
-    else:
-        base = DEFAULT_SPECS[model]
-        spec = DiffusionSpec(diffusion or base.base, controlnet or base.controlnet,
-                             controlnet_subfolder if controlnet else base.controlnet_subfolder, base.vae, encoder)  # fmt: skip
-        comps = load_components(spec, dev)
-    guide = DiffusionGuidance(comps, gcfg)
-    if compile_networks:
-        guide.compile()
-        cfg.compile = True
-    preview_dir = Path(out).with_suffix(".previews") if preview_every else None
-    history = _command_line()
     columns = (TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[gaussians]} Gaussians"), TextColumn("{task.fields[rate]}"))
+    ckpt = Path(out).with_suffix(".ckpt")
     try:
         with progress(*columns) as bar:
-            task = bar.add_task(f"generate {model}", total=cfg.steps, loss="-", gaussians=f"{len(av):,}", rate="")
+            task = bar.add_task(f"generate {model}", total=None, loss="-", gaussians="", rate="")
 
-            def on_step(r):  # type: ignore[no-untyped-def]
+            def on_phase(text: str) -> None:
+                bar.update(task, description=f"generate {model}: {text}")
+
+            def on_step(r: api.StepReport) -> None:
                 speed = bar.tasks[0].speed
                 bar.update(
                     task,
+                    total=r.total,
                     completed=r.step,
                     loss=f"{r.loss:.3g}" if r.step % 10 == 0 else bar.tasks[0].fields["loss"],
                     gaussians=f"{r.gaussians:,}",
                     rate=f"{speed:.2f} it/s" if speed else "",
                 )
 
-            av.add_history(history)
-            result = run_generate(av, tpl, guide, cfg, out, resume=resume, on_step=on_step, preview_dir=preview_dir)
-    except KeyboardInterrupt:
-        console.print(f"[yellow]interrupted:[/yellow] saved {out} and {checkpoint_path(out)}; continue with the same command and --resume")
+            result = api.generate(prompt, out, options, source=start, resume=resume, on_step=on_step, on_phase=on_phase,
+                                  history=_command_line())  # fmt: skip
+    except Interrupted:
+        if ckpt.exists():
+            console.print(f"[yellow]interrupted:[/yellow] saved {out} and {ckpt}; continue with the same command and --resume")
+        else:
+            console.print("[yellow]interrupted[/yellow] before the first step: nothing was saved")
         raise typer.Exit(130) from None
-    rows = [("wrote", out), ("checkpoint", str(checkpoint_path(out))), ("Gaussians", f"{len(result):,}"), ("guidance", guide.name)]
-    if preview_dir is not None:
-        rows.append(("previews", str(preview_dir)))
+    rows = [("wrote", out), ("checkpoint", str(result.checkpoint)), ("Gaussians", f"{len(result.avatar):,}"), ("guidance", result.guidance)]
+    if result.previews is not None:
+        rows.append(("previews", str(result.previews)))
     summary("avatar generate", rows)
 
 
@@ -294,11 +251,9 @@ def info(
     template: TemplateOpt = None,
 ) -> None:
     """Show what an avatar file holds."""
-    from avatarcli import avatar as avatar_file
-    from avatarcli.info import describe
+    from avatarcli import api
 
-    av = avatar_file.load(avatar)
-    facts = describe(av, template)
+    facts = api.info(avatar, template)
     if as_json:
         sys.stdout.write(json.dumps(facts, indent=2) + "\n")
         return
@@ -333,26 +288,11 @@ def render(
     device: DeviceOpt = "auto",
 ) -> None:
     """Render turntable views of an avatar in its rest pose."""
-    from avatarcli import avatar as avatar_file
-    from avatarcli.devices import resolve_device
-    from avatarcli.fileio import check_writable
-    from avatarcli.frames import grid, to_uint8, write_png, write_png_folder
-    from avatarcli.preview import render_views
-    from avatarcli.templates import load_template
+    from avatarcli import api
 
-    if views < 1:
-        raise AvatarError("--views must be at least 1")
-    check_writable(output)
     wh = parse_size(size)
-    bg = parse_color(background)
-    dev = resolve_device(device)
-    av = avatar_file.load(avatar)
-    tpl = load_template(av.kind, template, dev)
-    images = to_uint8(render_views(av, tpl, views, wh, bg, elevation))
-    if output.lower().endswith(".png"):
-        write_png(grid(images), output)
-    else:
-        write_png_folder(images, output, stem="view")
+    api.render(avatar, output, views=views, size=wh, elevation=elevation, background=parse_color(background), template=template,
+               device=device)  # fmt: skip
     summary("avatar render", [("wrote", output), ("views", str(views)), ("size", f"{wh[0]}x{wh[1]}")])
 
 
@@ -374,31 +314,10 @@ def rig(
     """Bind Gaussians to a template's skeleton or mesh so they can be animated."""
     from rich.table import Table
 
-    from avatarcli import avatar as avatar_file
-    from avatarcli.export.ply import read_ply
-    from avatarcli.fileio import check_writable
-    from avatarcli.rig import rig_avatar, rig_splat
-    from avatarcli.templates import load_template
+    from avatarcli import api
 
-    check_writable(output)
-    if model is not None and model not in ("head", "body"):
-        raise AvatarError(f"unknown model kind {model!r}: choose head or body")
-    kwargs = {"max_distance": max_distance, "drop_far": drop_far, "smooth": smooth}
-    if source.lower().endswith(".ply"):
-        if model is None:
-            raise AvatarError("say what the splat is with --model head or --model body")
-        tpl = load_template(model, template)
-        av, report = rig_splat(read_ply(source), tpl, fit=fit, **kwargs)
-    else:
-        av = avatar_file.load(source)
-        if model is not None and model != av.kind:
-            raise AvatarError(f"{source} is a {av.kind} avatar, not a {model}")
-        if fit:
-            raise AvatarError("--fit applies to .ply input; an avatar is already on its template")
-        tpl = load_template(av.kind, template)
-        av, report = rig_avatar(av, tpl, **kwargs)
-    av.add_history(_command_line())
-    avatar_file.save(av, output)
+    _, report = api.rig(source, output, model=model, template=template, fit=fit, max_distance=max_distance, drop_far=drop_far,
+                        smooth=smooth, history=_command_line())  # fmt: skip
     table = Table(title="rigged", show_header=True)
     table.add_column("follows")
     table.add_column("Gaussians", justify="right")
@@ -411,17 +330,6 @@ def rig(
         s, t = report.fit
         rows.append(("fit", f"scale {s:.4f}, then move by ({t[0]:.3f}, {t[1]:.3f}, {t[2]:.3f}) m"))
     summary("avatar rig", rows)
-
-
-def _load_motion(spec: str, kind: str | None, fps: float | None = None):  # type: ignore[no-untyped-def]
-    """A motion file, or the name of a built-in motion."""
-    from avatarcli.motion.builtin import builtin_motion, find_builtin
-    from avatarcli.motion.readers import read_motion
-
-    path = Path(spec)
-    if not path.exists() and path.suffix == "" and find_builtin(spec, kind) is not None:
-        return builtin_motion(spec, kind)
-    return read_motion(path, fps)
 
 
 @app.command()
@@ -449,47 +357,27 @@ def animate(
     """Drive an avatar with a motion and write frames or a video."""
     from rich.progress import TextColumn
 
-    from avatarcli import avatar as avatar_file
-    from avatarcli.animate import AnimateOptions, duration_text, expression_notice, plan_frames, render_frames
+    from avatarcli import api
     from avatarcli.console import progress, warn
-    from avatarcli.devices import resolve_device
-    from avatarcli.frames import FrameWriter, output_kind
-    from avatarcli.templates import load_template
+    from avatarcli.render.clip import duration_text
 
-    output_kind(output)
-    if str(output) != "-":
-        from avatarcli.fileio import check_writable
-
-        check_writable(output)
-    if fps is not None and fps <= 0:
-        raise AvatarError(f"--fps must be positive (got {fps})")
-    if batch < 1:
-        raise AvatarError("--batch must be at least 1")
     wh = parse_size(size)
-    opts = AnimateOptions(
+    options = api.AnimateOptions(
         fps=fps, size=wh, camera=camera, distance=distance, elevation=elevation, azimuth=azimuth,
         background=parse_color(background), start=start, end=end, batch=batch,
     )  # fmt: skip
-    dev = resolve_device(device)
-    av = avatar_file.load(avatar)
-    mot = _load_motion(motion, av.kind, motion_fps)
-    tpl = load_template(av.kind, template, dev)
-    plan = plan_frames(av, tpl, mot, opts)
-    if plan.retarget.converted_from:
-        warn(plan.retarget.converted_from)
-    notice = expression_notice(plan.retarget)
-    if notice:
-        warn(notice)
-    with progress(TextColumn("{task.fields[rate]}")) as bar, FrameWriter(output, plan.fps, wh, frames=len(plan)) as writer:
-        task = bar.add_task("rendering", total=len(plan), rate="")
-        for frames in render_frames(av, tpl, plan, opts.background, batch):
-            for frame in frames:
-                writer.add(frame)
-            bar.advance(task, len(frames))
+    with progress(TextColumn("{task.fields[rate]}")) as bar:
+        task = bar.add_task("rendering", total=None, rate="")
+
+        def on_frames(done: int, total: int) -> None:
             speed = bar.tasks[0].speed
-            bar.update(task, rate=f"{speed:.1f} frames/s" if speed else "")
-    summary("avatar animate", [("wrote", output), ("motion", mot.source), ("frames", duration_text(len(plan), plan.fps)),
-                               ("size", f"{wh[0]}x{wh[1]}"), ("camera", camera)])  # fmt: skip
+            bar.update(task, completed=done, total=total, rate=f"{speed:.1f} frames/s" if speed else "")
+
+        result = api.animate(avatar, motion, output, options, motion_fps=motion_fps, template=template, device=device, on_notice=warn,
+                             on_frames=on_frames)  # fmt: skip
+    rows = [("wrote", output), ("motion", result.motion.source), ("frames", duration_text(len(result.plan), result.plan.fps)),
+            ("size", f"{wh[0]}x{wh[1]}"), ("camera", camera)]  # fmt: skip
+    summary("avatar animate", rows)
 
 
 @app.command()
@@ -503,29 +391,19 @@ def motions(
     """List the built-in motions, or write one as an editable .npz."""
     from rich.table import Table
 
-    from avatarcli.motion.builtin import BUILTINS, builtin_motion
-    from avatarcli.motion.readers import write_motion
+    from avatarcli import api
 
     if name is None:
         table = Table(title="built-in motions")
         for col in ("name", "for", "seconds", "what"):
             table.add_column(col)
-        for kind, group in BUILTINS.items():
-            for n, spec in group.items():
-                table.add_row(n, kind, f"{spec.seconds:g}", spec.description)
+        for row in api.builtin_motions():
+            table.add_row(row["name"], row["kind"], f"{row['seconds']:g}", row["what"])
         console.print(table)
         return
-    if model is not None and model not in ("head", "body"):
-        raise AvatarError(f"unknown model kind {model!r}: choose head or body")
     if output is None:
         raise AvatarError("say where to write the motion with -o FILE.npz")
-    if not output.lower().endswith(".npz"):
-        raise AvatarError(f"motions are written as .npz (got {output})")
-    mot = builtin_motion(name, model, seconds, fps)
-    from avatarcli.fileio import check_writable
-
-    check_writable(output)
-    write_motion(mot, output)
+    mot = api.motion(name, output, model=model, seconds=seconds, fps=fps)
     summary("avatar motions", [("wrote", output), ("motion", f"{name} ({mot.kind})"), ("frames", f"{len(mot)} at {fps:g} fps")])
 
 
@@ -545,26 +423,13 @@ def export(
     device: DeviceOpt = "cpu",
 ) -> None:
     """Export to files other tools open: 3DGS .ply / .splat, or a skinned .glb for game engines."""
-    from avatarcli import avatar as avatar_file
-    from avatarcli.devices import resolve_device
-    from avatarcli.export import export_avatar, format_for
-    from avatarcli.fileio import check_writable
-    from avatarcli.templates import load_template
+    from avatarcli import api
 
-    if not sequence:
-        format_for(output, fmt)
-    check_writable(output)
-    if not 0 <= sh_degree <= 3:
-        raise AvatarError("--sh-degree must be between 0 and 3")
-    if frame is not None and motion is None:
-        raise AvatarError("--frame needs --motion")
-    av = avatar_file.load(avatar)
-    mot = _load_motion(motion, av.kind, motion_fps) if motion is not None else None
-    tpl = load_template(av.kind, template, resolve_device(device))
-    written = export_avatar(av, tpl, output, fmt, mot, frame, sequence, sh_degree)
-    rows = [("wrote", output if len(written) == 1 else f"{output}/ ({len(written)} files)"), ("Gaussians", f"{len(av):,}")]
-    if mot is not None:
-        rows.append(("motion", mot.source))
+    written = api.export(avatar, output, fmt=fmt, motion=motion, frame=frame, sequence=sequence, sh_degree=sh_degree,
+                         motion_fps=motion_fps, template=template, device=device)  # fmt: skip
+    rows = [("wrote", output if len(written) == 1 else f"{output}/ ({len(written)} files)")]
+    if motion is not None:
+        rows.append(("motion", motion))
     summary("avatar export", rows)
 
 

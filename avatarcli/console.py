@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 from rich.console import Console
 from rich.panel import Panel
@@ -20,9 +21,14 @@ from rich.table import Table
 console = Console(stderr=True, highlight=False)
 
 
-def progress(*extra_columns: TextColumn) -> Progress:
-    """A progress display on stderr: description, bar, count, elapsed, remaining, extras."""
-    return Progress(
+@contextlib.contextmanager
+def progress(*extra_columns: TextColumn) -> Iterator[Progress]:
+    """A progress display on stderr: description, bar, count, elapsed, remaining, extras.
+
+    It stays on screen when the work completes and is erased when an error or an
+    interruption ends it, so that a failure reads as its one ``error:`` line.
+    """
+    bar = Progress(
         SpinnerColumn(),
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -33,6 +39,12 @@ def progress(*extra_columns: TextColumn) -> Progress:
         console=console,
         transient=False,
     )
+    with bar:
+        try:
+            yield bar
+        except BaseException:
+            bar.live.transient = True
+            raise
 
 
 def warn(message: str) -> None:

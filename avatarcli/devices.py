@@ -16,7 +16,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     except RuntimeError as exc:
         raise AvatarError(f"unknown device {name!r}: use auto, cpu or cuda") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise AvatarError(f"--device {name} was asked for but no CUDA device is available")
+        raise AvatarError(f"device {name} was asked for but no CUDA device is available")
     if device.type not in ("cpu", "cuda"):
         raise AvatarError(f"unsupported device {name!r}: use auto, cpu or cuda")
     return device

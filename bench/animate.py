@@ -21,13 +21,13 @@ from pathlib import Path
 
 import torch
 
-from avatarcli import avatar as avatar_file
-from avatarcli.animate import AnimateOptions, plan_frames, render_frames
-from avatarcli.frames import FrameWriter
-from avatarcli.initialize import init_avatar
+from avatarcli.formats.frames import FrameWriter
+from avatarcli.model import avatar_file
+from avatarcli.model.initialize import init_avatar
 from avatarcli.motion.builtin import builtin_motion
 from avatarcli.motion.readers import write_motion
-from avatarcli.templates import load_template
+from avatarcli.render.clip import AnimateOptions, plan_frames, render_frames
+from avatarcli.templates.loading import load_template
 
 from common import write_result
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from avatarcli.guidance.tiny import sd15_components
+from avatarcli.generate.guidance.random_weights import sd15_components
 
 from common import time_it, write_result
 

@@ -21,15 +21,17 @@ import time
 
 import torch
 
-from avatarcli.binding import deform
-from avatarcli.generate import Trainer, recipe
-from avatarcli.guidance.diffusion import Components, DiffusionGuidance, GuidanceConfig
-from avatarcli.guidance.scores import BODY_TIMESTEPS, HEAD_TIMESTEPS
-from avatarcli.guidance.tiny import sd15_components, tiny_components
-from avatarcli.initialize import init_avatar
-from avatarcli.render import render_gaussians
+from avatarcli.generate.config import recipe
+from avatarcli.generate.guidance.diffusion import Components, DiffusionGuidance, GuidanceConfig
+from avatarcli.generate.guidance.random_weights import sd15_components, tiny_components
+from avatarcli.generate.guidance.scores import BODY_TIMESTEPS, HEAD_TIMESTEPS
+from avatarcli.generate.trainer import Trainer
+from avatarcli.model.binding import deform
+from avatarcli.model.initialize import init_avatar
 from avatarcli.render.cameras import Cameras
-from avatarcli.templates import Template, load_template
+from avatarcli.render.rasterize import render_gaussians
+from avatarcli.templates.loading import load_template
+from avatarcli.templates.template import Template
 
 from common import time_it, write_result
 
@@ -76,8 +78,8 @@ def bench_kind(kind: str, comps: Components, steps: int, low_memory: bool, compi
     b, res = cfg.batch, cfg.resolution
     pose = trainer.poses(b, "animate")
     posed = tpl.pose(pose)
-    cams, _, _, _ = trainer._cameras(posed, b, res)
-    g, binding = trainer.gaussians(), trainer.binding()
+    cams = trainer.views(posed, res).cameras
+    g, binding = trainer.model.gaussians(), trainer.model.binding()
 
     def render_fb() -> None:
         img, _, _ = render_gaussians(deform(g, binding, tpl, posed), cams, torch.ones(3, device=device))
@@ -109,7 +111,7 @@ def bench_kind(kind: str, comps: Components, steps: int, low_memory: bool, compi
     step = statistics.median(times)
     parts["rest"] = step - sum(parts.values())
     return {
-        "gaussians": trainer.gaussians().means.shape[0], "score": score, "batch": b, "render_size": res,
+        "gaussians": trainer.model.gaussians().means.shape[0], "score": score, "batch": b, "render_size": res,
         "low_memory": low_memory, "compile": compile_,
         "step_ms_median": step, "step_ms_min": min(times), "peak_gib": peak, "parts_ms": parts,
         "steps_10k_minutes": step * 10_000 / 60_000,

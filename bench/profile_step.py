@@ -20,11 +20,11 @@ import warnings
 import torch
 from generate_step import bench_trainer
 
-from avatarcli.generate import Trainer
-from avatarcli.guidance.diffusion import DiffusionGuidance, GuidanceConfig
-from avatarcli.guidance.scores import BODY_TIMESTEPS, HEAD_TIMESTEPS
-from avatarcli.guidance.tiny import sd15_components
-from avatarcli.templates import load_template
+from avatarcli.generate.guidance.diffusion import DiffusionGuidance, GuidanceConfig
+from avatarcli.generate.guidance.random_weights import sd15_components
+from avatarcli.generate.guidance.scores import BODY_TIMESTEPS, HEAD_TIMESTEPS
+from avatarcli.generate.trainer import Trainer
+from avatarcli.templates.loading import load_template
 
 from common import time_it, write_result
 

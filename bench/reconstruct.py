@@ -17,9 +17,9 @@ import time
 
 import torch
 
-from avatarcli.evaluate import BODY_SPLIT, HEAD_SPLIT, reconstruct
-from avatarcli.guidance.reference import reference_avatar
-from avatarcli.templates import load_template
+from avatarcli.evaluation.reconstruction import BODY_SPLIT, HEAD_SPLIT, reconstruct
+from avatarcli.evaluation.reference import reference_avatar
+from avatarcli.templates.loading import load_template
 
 from common import write_result
 

@@ -15,12 +15,11 @@ import math
 
 import torch
 
-from avatarcli.binding import deform, rest_posed
-from avatarcli.initialize import init_avatar
-from avatarcli.preview import framing
-from avatarcli.render import render_gaussians
-from avatarcli.render.cameras import BODY_RANGES, HEAD_RANGES, sample_cameras
-from avatarcli.templates import load_template
+from avatarcli.model.binding import deform, rest_posed
+from avatarcli.model.initialize import init_avatar
+from avatarcli.render.cameras import BODY_RANGES, HEAD_RANGES, framing, sample_cameras
+from avatarcli.render.rasterize import render_gaussians
+from avatarcli.templates.loading import load_template
 
 from common import time_it, write_result
 
@@ -44,7 +43,7 @@ def leaf_params(avatar, device):
 
 
 def render_with(params, avatar, template, posed, cams, backend):
-    from avatarcli.gaussians import Gaussians
+    from avatarcli.model.gaussians import Gaussians
 
     g = Gaussians(**params)
     pg = deform(g, avatar.binding, template, posed)
@@ -56,7 +55,7 @@ def parity(kind: str, size: int, timing_size: int, device: torch.device) -> dict
     av = perturbed(init_avatar(tpl, points_per_triangle=10, seed=0)).to(device)
     posed = rest_posed(tpl)
     with torch.no_grad():
-        center, radius = framing(deform(av.gaussians, av.binding, tpl, posed))
+        center, radius = framing(deform(av.gaussians, av.binding, tpl, posed).means[0])
     ranges = HEAD_RANGES if kind == "head" else BODY_RANGES
     gen = torch.Generator().manual_seed(0)
     cams = sample_cameras(8, center, radius, ranges, size, size, gen).cameras

@@ -15,9 +15,9 @@ import time
 
 import torch
 
-from avatarcli.initialize import init_avatar
-from avatarcli.rig import rest_world_gaussians, rig_gaussians
-from avatarcli.templates import load_template
+from avatarcli.model.initialize import init_avatar
+from avatarcli.model.rigging import rest_world_gaussians, rig_gaussians
+from avatarcli.templates.loading import load_template
 
 from common import write_result
 

@@ -27,27 +27,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def head_template():
-    from avatarcli.templates import load_template
+    from avatarcli.templates.loading import load_template
 
     return load_template("head")
 
 
 @pytest.fixture(scope="session")
 def body_template():
-    from avatarcli.templates import load_template
+    from avatarcli.templates.loading import load_template
 
     return load_template("body")
 
 
 @pytest.fixture(scope="session")
 def head_avatar(head_template):
-    from avatarcli.initialize import init_avatar
+    from avatarcli.model.initialize import init_avatar
 
     return init_avatar(head_template, points_per_triangle=1, seed=0)
 
 
 @pytest.fixture(scope="session")
 def body_avatar(body_template):
-    from avatarcli.initialize import init_avatar
+    from avatarcli.model.initialize import init_avatar
 
     return init_avatar(body_template, points_per_triangle=1, seed=0)

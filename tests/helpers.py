@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from avatarcli.templates import Pose, Template
+from avatarcli.templates.template import Pose, Template
 
 
 @dataclass
@@ -51,3 +51,15 @@ def random_pose(template: Template, batch: int, scale: float = 0.4, seed: int = 
         torch.randn(batch, template.num_expression, generator=g),
         torch.randn(batch, 3, generator=g) * 0.1,
     )
+
+
+def train_and_write(avatar, template, guidance, config, output, resume=False, on_step=None, preview_dir=None):  # type: ignore[no-untyped-def]
+    """A generation run with a guidance and configuration the test built itself (what
+    ``api.generate`` does once it has loaded the networks)."""
+    from avatarcli.generate.checkpoint import checkpoint_path
+    from avatarcli.generate.trainer import Trainer
+
+    trainer = Trainer(avatar, template, guidance, config)
+    if resume:
+        trainer.restore(checkpoint_path(output))
+    return trainer.run(output, on_step, preview_dir)

@@ -7,7 +7,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import pytest
 
-from avatarcli import avatar as avatar_file
+from avatarcli.model import avatar_file
 
 from helpers import run_cli
 

@@ -1,15 +1,18 @@
 """Training checkpoints: everything needed to continue a run, in one safetensors file.
 
-Tensors: ``param.*`` (Gaussians and binding), ``opt.<group>.<param>.<slot>`` (Adam moments and
-step counts), ``densify.*``, ``rng.*`` (generator states) and the template shape and residual
-network. ``__metadata__`` holds the step, the stage and the full configuration as JSON.
+Tensors: ``param.*`` (Gaussians and binding), ``betas``, ``residual.*`` (the residual
+skinning network), ``opt.<group>.<param>.<slot>`` and ``opt_extra.*`` (Adam moments and step
+counts), ``densify.*`` (the densification statistics) and ``rng.*`` (generator states).
+``__metadata__`` holds the step, the stage and the full configuration as JSON. A checkpoint
+is taken between steps, so a run resumed from it continues exactly as it would have.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
@@ -19,6 +22,11 @@ from torch import Tensor
 
 from avatarcli.errors import AvatarError
 from avatarcli.fileio import read_bytes, write_bytes
+from avatarcli.generate.parameters import PARAM_NAMES
+from avatarcli.model.binding import ResidualWeights
+
+if TYPE_CHECKING:
+    from avatarcli.generate.trainer import Trainer
 
 FORMAT = "avatarcli.checkpoint"
 VERSION = 1
@@ -51,11 +59,13 @@ def restore_adam(optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor], p
 
 
 def save_checkpoint(path: Path, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+    """Write tensors and metadata as a checkpoint file (atomically)."""
     data = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     write_bytes(path, st_save(data, metadata={"avatarcli": json.dumps({"format": FORMAT, "version": VERSION, **meta})}))
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The tensors and metadata of a checkpoint file; AvatarError if it is not one."""
     data = read_bytes(path, "checkpoint")
     try:
         n = int.from_bytes(data[:8], "little")
@@ -67,3 +77,67 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     if meta.get("format") != FORMAT:
         raise AvatarError(f"{path} is not an avatarcli checkpoint")
     return tensors, meta
+
+
+def write_checkpoint(path: Path, trainer: Trainer) -> None:
+    """Write the trainer's whole state to ``path`` (atomically)."""
+    model = trainer.model
+    tensors: dict[str, Tensor] = {f"param.{k}": v for k, v in model.params.items()}
+    tensors["betas"] = model.betas
+    for k, opt in trainer.optimizers.items():
+        tensors.update(adam_state(opt, f"opt.{k}"))
+    for k, opt in trainer.extra_optimizers.items():
+        tensors.update(adam_state(opt, f"opt_extra.{k}"))
+    if model.residual is not None:
+        tensors.update({f"residual.{k}": v for k, v in model.residual.state_dict().items()})
+    for k, v in trainer.densifier.state.items():
+        if v is not None:
+            tensors[f"densify.{k}"] = v
+    tensors["rng.generator"] = trainer.gen.get_state()
+    tensors["rng.torch"] = torch.get_rng_state()
+    meta = {
+        "step": trainer.step,
+        "stage_index": trainer.stage_index,
+        "config": trainer.cfg.to_dict(),
+        "kind": trainer.tpl.kind,
+        "template_sha256": trainer.tpl.sha256,
+        "avatar_meta": trainer.meta,
+        "residual": model.residual.config if model.residual is not None else None,
+        "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    save_checkpoint(path, tensors, meta)
+
+
+def restore_checkpoint(path: Path, trainer: Trainer) -> None:
+    """Load a checkpoint written by a run with the same prompt, stages, steps, kind and template."""
+    tensors, meta = load_checkpoint(path)
+    want = trainer.cfg.to_dict()
+    got = meta.get("config", {})
+    if meta.get("kind") != trainer.tpl.kind or meta.get("template_sha256") != trainer.tpl.sha256:
+        raise AvatarError(f"the checkpoint {path} was made for another template or model kind; it cannot resume this run")
+    if got.get("prompt") != want["prompt"] or got.get("stages") != list(want["stages"]) or got.get("steps") != want["steps"]:
+        raise AvatarError(f"the checkpoint {path} belongs to a different run (prompt, stages or steps differ)")
+    model, device = trainer.model, trainer.device
+    trainer.stage_index = int(meta["stage_index"])
+    trainer.step = int(meta["step"])
+    model.residual = None
+    if meta.get("residual"):
+        model.residual = ResidualWeights(**meta["residual"]).to(device)
+        model.residual.load_state_dict({k[len("residual.") :]: v for k, v in tensors.items() if k.startswith("residual.")})
+    model.params = {
+        k[len("param.") :]: torch.nn.Parameter(v.to(device), requires_grad=k[len("param.") :] in PARAM_NAMES)
+        for k, v in tensors.items()
+        if k.startswith("param.")
+    }
+    with torch.no_grad():
+        model.betas.copy_(tensors["betas"].to(device))
+    trainer.make_optimizers()
+    for k, opt in trainer.optimizers.items():
+        restore_adam(opt, tensors, f"opt.{k}")
+    for k, opt in trainer.extra_optimizers.items():
+        restore_adam(opt, tensors, f"opt_extra.{k}")
+    trainer.densifier.state = {"grad2d": None, "count": None}
+    if "densify.grad2d" in tensors:
+        trainer.densifier.state = {"grad2d": tensors["densify.grad2d"].to(device), "count": tensors["densify.count"].to(device)}
+    trainer.gen.set_state(tensors["rng.generator"])
+    torch.set_rng_state(tensors["rng.torch"])

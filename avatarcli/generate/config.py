@@ -1,4 +1,4 @@
-"""Generation settings and the recipes' defaults (METHODS.md has the sources).
+"""Generation settings and the recipes' defaults (the papers' numbers; README.md names the recipes).
 
 Heads follow HeadStudio: one animation-aware stage, NFSD, MediaPipe-face ControlNet, 10 000
 steps at batch 8, renders at 1024, shape learnt and frozen at 80 %. Bodies follow
@@ -8,11 +8,11 @@ animation stage with random poses, ASD, residual skinning weights and scale regu
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from avatarcli.errors import AvatarError
-from avatarcli.guidance.scores import BODY_TIMESTEPS, HEAD_TIMESTEPS, TimestepSchedule
+from avatarcli.generate.guidance.scores import BODY_TIMESTEPS, HEAD_TIMESTEPS, TimestepSchedule
 from avatarcli.render.cameras import BODY_RANGES, HEAD_RANGES, CameraRanges
 
 STAGES = ("canonical", "animate")
@@ -89,38 +89,18 @@ class GenerateConfig:
         if self.kind not in ("head", "body"):
             raise AvatarError(f"unknown model kind {self.kind!r}: choose head or body")
         if self.steps <= 0:
-            raise AvatarError(f"--steps must be positive (got {self.steps})")
+            raise AvatarError(f"steps must be positive (got {self.steps})")
         if self.batch <= 0:
-            raise AvatarError(f"--batch must be positive (got {self.batch})")
+            raise AvatarError(f"the batch must be positive (got {self.batch})")
         if self.resolution <= 0 or self.resolution % 8:
-            raise AvatarError(f"--resolution must be a positive multiple of 8 (got {self.resolution})")
+            raise AvatarError(f"the resolution must be a positive multiple of 8 (got {self.resolution})")
         bad = [s for s in self.stages if s not in STAGES]
         if bad or not self.stages:
             raise AvatarError(f"unknown stage {bad[0] if bad else '(none)'}: stages are {', '.join(STAGES)}")
         return self
 
-    def stage_steps(self) -> list[tuple[str, int]]:
-        """(stage, steps) in order; the canonical stage takes ``canonical_fraction`` of the steps."""
-        if len(self.stages) == 1:
-            return [(self.stages[0], self.steps)]
-        first = max(1, round(self.steps * self.canonical_fraction))
-        return [(self.stages[0], first), (self.stages[1], max(1, self.steps - first))]
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GenerateConfig:
-        kw = dict(data)
-        kw["lr"] = LearningRates(**kw["lr"])
-        kw["densify"] = DensifyConfig(**kw["densify"])
-        kw["cameras"] = CameraRanges(**{k: tuple(v) for k, v in kw["cameras"].items()})
-        kw["timesteps"] = TimestepSchedule(**{k: tuple(v) if isinstance(v, list) else v for k, v in kw["timesteps"].items()})
-        kw["stages"] = tuple(kw["stages"])
-        kw["train_motions"] = tuple(kw.get("train_motions", ()))
-        kw["background"] = tuple(kw["background"])
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in kw.items() if k in names})
 
 
 def recipe(kind: str, prompt: str, **overrides: Any) -> GenerateConfig:

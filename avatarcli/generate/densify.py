@@ -4,9 +4,16 @@ Gaussians whose projected means get large gradients are cloned (small ones) or s
 ones); nearly transparent or oversized ones are removed. The binding tensors (triangle per
 Gaussian, or skinning weights and surface point) live in the same parameter dict, so a clone
 or a split inherits its parent's binding and a removal drops it.
+
+The shape is gsplat's strategy pattern: a state dict, a hook before the backward pass and
+one after it. gsplat's own ``DefaultStrategy`` is not used as it is: its thresholds are
+absolute scene units and its schedule resets opacities, where avatars need thresholds
+relative to the subject and bindings carried through every operation.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from gsplat.strategy.ops import duplicate, remove, split
@@ -21,12 +28,45 @@ class Densifier:
     Args:
         config: thresholds and schedule.
         radius: the subject's radius in metres (scale thresholds are relative to it).
+        reduce: sums the statistics over processes before a decision (several GPUs); None
+            for one process.
     """
 
-    def __init__(self, config: DensifyConfig, radius: float) -> None:
+    def __init__(self, config: DensifyConfig, radius: float, reduce: Callable[[Tensor], Tensor] | None = None) -> None:
         self.config = config
         self.radius = radius
+        self.reduce = reduce
         self.state: dict[str, Tensor | None] = {"grad2d": None, "count": None}
+
+    def step_pre_backward(self, meta: dict) -> None:
+        """Keep the gradient of the projected means, which the statistics are made of."""
+        meta["means2d"].retain_grad()
+
+    def step_post_backward(
+        self,
+        params: dict[str, torch.nn.Parameter],
+        optimizers: dict[str, torch.optim.Optimizer],
+        meta: dict,
+        step: int,
+        elements: int,
+        world_scale: Callable[[], Tensor],
+    ) -> tuple[int, int, int] | None:
+        """Accumulate this step's statistics; at a refinement step, clone, split and prune.
+
+        Args:
+            step: steps done in the current stage, this one included.
+            elements: terms per view the loss sums (see :meth:`accumulate`).
+            world_scale: gives (N,) the largest world-space standard deviation of each Gaussian.
+
+        Returns:
+            (cloned, split, pruned) at a refinement step, else None.
+        """
+        self.accumulate(meta, len(params["means"]), elements)
+        if not self.due(step):
+            return None
+        if self.reduce is not None and self.state["grad2d"] is not None and self.state["count"] is not None:
+            self.state = {"grad2d": self.reduce(self.state["grad2d"]), "count": self.reduce(self.state["count"])}
+        return self.refine(params, optimizers, world_scale())
 
     def due(self, step: int) -> bool:
         c = self.config

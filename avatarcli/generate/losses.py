@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from avatarcli.binding import SkinningBinding, TriangleBinding, _frames
-from avatarcli.gaussians import Gaussians
-from avatarcli.templates import Posed, Template
+from avatarcli.model.binding import SkinningBinding, TriangleBinding, _frames
+from avatarcli.model.gaussians import Gaussians
+from avatarcli.templates.template import Posed, Template
 
 
 def head_geometry(gaussians: Gaussians, binding: TriangleBinding, template: Template, rest: Posed, w_pos: float, w_scale: float) -> Tensor:

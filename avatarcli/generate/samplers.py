@@ -1,22 +1,30 @@
-"""Random poses for training: each view of each step sees the avatar in a different pose.
+"""What each training view sees: a random pose, a random camera and its prompt.
 
-Heads (HeadStudio): jaw, neck, eye pose and expression from talking motions, plus noise.
-Bodies: the star pose in the canonical stage; afterwards a mix of poses around the star
-pose (GaussianMotion), "canonical-R" poses with shoulders in +-45 degrees and hips in 6-45
-degrees (DreamWaltz-G), and frames of the built-in motions.
+Poses: every view of every step sees the avatar in a different pose. Heads (HeadStudio):
+jaw, neck, eye pose and expression from talking motions, plus noise. Bodies: the star pose
+in the canonical stage; afterwards a mix of poses around the star pose (GaussianMotion),
+"canonical-R" poses with shoulders in +-45 degrees and hips in 6-45 degrees (DreamWaltz-G),
+and frames of the built-in motions.
+
+Cameras: uniform in the recipe's ranges around each posed view; a fraction of body views
+are face close-ups. Prompts get a view-dependent suffix (front / side / back / overhead).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from avatarcli.motion import to_template_poses
+from avatarcli.devices import to_device
+from avatarcli.generate.guidance.scores import view_suffix
 from avatarcli.motion.builtin import BUILTINS, builtin_motion
-from avatarcli.templates import Pose, Template
+from avatarcli.motion.motion import to_template_poses
+from avatarcli.render.cameras import CameraRanges, Cameras, sample_cameras
 from avatarcli.templates.skeletons import SMPLX_JOINT_NAMES
+from avatarcli.templates.template import Pose, Posed, Template
 
 B = {name: i for i, name in enumerate(SMPLX_JOINT_NAMES)}
 BODY_JOINTS = list(range(1, 22))
@@ -104,3 +112,69 @@ class PoseSampler:
                 return self.template.zero_pose(n)
             return self.body(n, "canonical")
         return self.head(n) if self.template.kind == "head" else self.body(n, stage)
+
+
+FACE_RANGES = CameraRanges(distance=(0.9, 1.4), fovy_deg=(40.0, 60.0), elevation_deg=(-15.0, 25.0), azimuth_deg=(-70.0, 70.0))
+
+
+@dataclass
+class Views:
+    """A batch of training views.
+
+    Attributes:
+        cameras: one camera per view (on the training device).
+        azimuth, elevation: (B,) degrees, on the CPU (for the prompts).
+        face: (B,) bool, which views are face close-ups.
+    """
+
+    cameras: Cameras
+    azimuth: Tensor
+    elevation: Tensor
+    face: Tensor
+
+    def prompts(self, prompt: str, view_prompts: bool = True) -> list[str]:
+        """The prompt of every view: "the face of ..." for close-ups, plus the view suffix."""
+        out = []
+        for a, e, f in zip(self.azimuth.tolist(), self.elevation.tolist(), self.face.tolist(), strict=True):
+            base = f"the face of {prompt}" if f else prompt
+            out.append(base + (view_suffix(a, e) if view_prompts else ""))
+        return out
+
+
+class ViewSampler:
+    """Draws training cameras around posed templates.
+
+    Args:
+        template: the template being posed (the head joint aims face close-ups).
+        ranges: the recipe's camera ranges.
+        radius: the subject's radius in metres.
+        face_closeups: fraction of views that look at the face.
+        generator: CPU generator (for reproducibility).
+    """
+
+    def __init__(self, template: Template, ranges: CameraRanges, radius: float, face_closeups: float, generator: torch.Generator) -> None:
+        self.ranges, self.radius, self.face_closeups, self.g = ranges, radius, face_closeups, generator
+        self._head_joint = template.joint_names.index("head") if "head" in template.joint_names else 0
+        # made once: creating it on the GPU every step would stall it
+        self._face_offset = torch.tensor([0.0, 0.05, 0.0], device=template.device)
+
+    def __call__(self, posed: Posed, size: int) -> Views:
+        """A camera (size x size pixels) for each of the B posed templates."""
+        n = posed.vertices.shape[0]
+        verts = posed.vertices.detach()
+        centers = (verts.max(1).values + verts.min(1).values) / 2
+        face = torch.zeros(n, dtype=torch.bool)
+        if self.face_closeups > 0:
+            face = torch.rand(n, generator=self.g) < self.face_closeups
+        sample = sample_cameras(n, centers, self.radius, self.ranges, size, size, self.g)
+        viewmats, ks = sample.cameras.viewmats, sample.cameras.Ks
+        az, el = sample.azimuth_deg.clone(), sample.elevation_deg.clone()
+        if bool(face.any()):
+            idx = torch.nonzero(face)[:, 0]
+            idx_dev = to_device(idx, centers.device)
+            targets = posed.joints[:, self._head_joint].detach()[idx_dev] + self._face_offset
+            close = sample_cameras(len(idx), targets, 0.15, FACE_RANGES, size, size, self.g)
+            viewmats[idx_dev] = close.cameras.viewmats
+            ks[idx_dev] = close.cameras.Ks
+            az[idx], el[idx] = close.azimuth_deg, close.elevation_deg
+        return Views(Cameras(viewmats, ks, size, size), az, el, face)

@@ -17,9 +17,9 @@ import torch
 from torch import Tensor
 
 from avatarcli.errors import AvatarError
-from avatarcli.motion import Motion, relaxed_body_pose
+from avatarcli.motion.motion import Motion, relaxed_body_pose
 from avatarcli.rotations import axis_angle_to_matrix, matrix_to_axis_angle
-from avatarcli.templates.head_shape import EXPRESSION_NAMES
+from avatarcli.templates.mannequin.head_shape import EXPRESSION_NAMES
 from avatarcli.templates.skeletons import SMPLX_JOINT_NAMES
 
 B = {name: i for i, name in enumerate(SMPLX_JOINT_NAMES)}
@@ -250,7 +250,7 @@ def find_builtin(name: str, kind: str | None = None) -> Builtin | None:
         return BUILTINS[kind][name]
     matches = [b[name] for b in BUILTINS.values() if name in b]
     if len(matches) > 1:
-        raise AvatarError(f"both heads and bodies have a built-in motion {name!r}: say which with --model")
+        raise AvatarError(f"both heads and bodies have a built-in motion {name!r}: say which model kind")
     return matches[0] if matches else None
 
 

@@ -1,6 +1,6 @@
 """Reading motion files as users have them, without ever unpickling.
 
-Formats (METHODS.md lists the key layouts):
+Formats (README.md, "Motion files", lists them):
 
 * ``.npz`` AMASS SMPL-X (``poses`` (T, 165) or split ``root_orient``/``pose_body``/...;
   ``trans``; ``mocap_frame_rate`` or ``mocap_framerate``), also legacy SMPL+H (``poses``
@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from avatarcli.errors import AvatarError
-from avatarcli.motion import Motion
+from avatarcli.motion.motion import Motion
 from avatarcli.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
 CANONICAL = "avatarcli.motion"

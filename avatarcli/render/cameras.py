@@ -1,4 +1,4 @@
-"""Pinhole cameras: look-at, orbits, and the random samplers the generation recipes use.
+"""Pinhole cameras: look-at, orbits, framing a subject, and the random samplers the generation recipes use.
 
 Conventions (the same as gsplat's): ``viewmats`` map world to camera coordinates with the
 camera looking along +z, x to the right of the image and y down (OpenCV); ``Ks`` are pixel
@@ -123,6 +123,23 @@ def orbit(
 
     eye = orbit_positions(target.to(like), full(distance), azimuth_deg, full(elevation_deg))
     return Cameras(look_at(eye, target.to(like).expand_as(eye)), intrinsics(full(fovy_deg), width, height), width, height)
+
+
+def framing(points: Tensor) -> tuple[Tensor, float]:
+    """Centre (3,) and radius of a point set (N, 3), ignoring stray outliers."""
+    m = points.detach()
+    lo = torch.quantile(m.float(), 0.002, dim=0) if len(m) < 16_000_000 else m.min(0).values
+    hi = torch.quantile(m.float(), 0.998, dim=0) if len(m) < 16_000_000 else m.max(0).values
+    return (lo + hi) / 2, float((hi - lo).norm() / 2)
+
+
+def turntable_cameras(
+    center: Tensor, radius: float, views: int, size: tuple[int, int], elevation: float = 5.0, fovy: float = 35.0
+) -> Cameras:
+    """``views`` cameras evenly around a subject of ``radius`` at ``center``, starting in front."""
+    az = torch.arange(views, dtype=torch.float32, device=center.device) * (360.0 / views)
+    distance = radius / (0.92 * math.tan(math.radians(fovy) * 0.5))
+    return orbit(center, distance, az, elevation, fovy, size[0], size[1])
 
 
 def framing_distance(radius: float, fovy_deg: float, fill: float = 0.85) -> float:

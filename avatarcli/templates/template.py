@@ -20,12 +20,7 @@ from torch import Tensor
 
 from avatarcli.devices import to_device
 from avatarcli.errors import AvatarError
-from avatarcli.templates.skeletons import (
-    FLAME_JOINT_NAMES,
-    OPENPOSE18_FROM_SMPLX,
-    OPENPOSE_HAND_FROM_SMPLX,
-    SMPLX_JOINT_NAMES,
-)
+from avatarcli.templates.skeletons import FLAME_JOINT_NAMES, OPENPOSE18_FROM_SMPLX, OPENPOSE_HAND_FROM_SMPLX, SMPLX_JOINT_NAMES
 
 Kind = Literal["head", "body"]
 IBUG_GROUPS: tuple[tuple[str, bool, tuple[int, int]], ...] = (

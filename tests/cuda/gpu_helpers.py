@@ -34,7 +34,7 @@ class Models:
 def _build(folder: Path) -> None:
     from diffusers import AutoencoderTiny
 
-    from avatarcli.guidance.tiny import save_components, sd15_components
+    from avatarcli.generate.guidance.random_weights import save_components, sd15_components
 
     comps = sd15_components(torch.device("cuda"), torch.float16)
     save_components(comps, folder)

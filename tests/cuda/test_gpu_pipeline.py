@@ -38,18 +38,17 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 def gsplat_against_reference(path: Path, kind: str) -> dict[str, float]:
     """Render a generated avatar with both backends (4 views, 512x512) and compare images and
     the gradients of a random weighting of them."""
-    from avatarcli import avatar as avatar_file
-    from avatarcli.binding import deform
-    from avatarcli.preview import framing, turntable_cameras
-    from avatarcli.render import rasterize
-    from avatarcli.templates import load_template
+    from avatarcli.model import avatar_file
+    from avatarcli.render.cameras import framing, turntable_cameras
+    from avatarcli.render.rasterize import rasterize
+    from avatarcli.templates.loading import load_template
 
     dev = torch.device("cuda")
     tpl = load_template(kind, device=dev)
     av = avatar_file.load(path).to(dev)
     with torch.no_grad():
-        pg = deform(av.gaussians, av.binding, tpl, tpl.pose(tpl.zero_pose(1), av.betas if av.betas.numel() else None))
-    center, radius = framing(pg)
+        pg = av.posed(tpl)
+    center, radius = framing(pg.means[0])
     cams = turntable_cameras(center, radius, 4, (512, 512)).to(dev)
     weights = torch.rand(4, 512, 512, 3, device=dev, generator=torch.Generator(dev).manual_seed(0))
     out = {}

@@ -1,0 +1,2 @@
+"""Measuring the generation machinery without diffusion weights: reference avatars, the
+reference guidance, image metrics and reconstruction runs."""

@@ -1,0 +1,40 @@
+"""Preview images during generation: front, side and back renders in the rest pose, and the
+front view's ControlNet condition, side by side in one PNG."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from avatarcli.formats.frames import write_png
+from avatarcli.generate.parameters import AvatarParameters
+from avatarcli.model.binding import deform, rest_posed
+from avatarcli.render.cameras import Cameras, framing, turntable_cameras
+from avatarcli.render.rasterize import render_gaussians, to_uint8
+from avatarcli.templates.template import Posed, Template
+
+
+@torch.no_grad()
+def write_preview(
+    path: Path,
+    model: AvatarParameters,
+    template: Template,
+    background: Tensor,
+    conditions: Callable[[Posed, Cameras], Tensor] | None,
+    size: int = 256,
+) -> None:
+    """Write the preview of ``model`` to ``path`` (``conditions`` draws the condition image, if any)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    posed = rest_posed(template, model.betas)
+    pg = deform(model.gaussians(), model.binding(), template, posed)
+    center, radius = framing(pg.means[0])
+    cams = turntable_cameras(center, radius, 4, (size, size))
+    images, _, _ = render_gaussians(pg, cams.index([0, 1, 2]), background)
+    panels = [images]
+    if conditions is not None:
+        panels.append(conditions(posed, cams.index([0])))
+    write_png(np.concatenate(list(to_uint8(torch.cat(panels))), axis=1), path)

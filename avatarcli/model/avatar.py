@@ -1,0 +1,117 @@
+"""An avatar: Gaussians bound to a template, its shape, and what made it.
+
+:meth:`Avatar.posed` is the one way to pose an avatar; :mod:`avatarcli.model.avatar_file`
+reads and writes it as a ``.avatar`` file.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from avatarcli import __version__
+from avatarcli.errors import AvatarError
+from avatarcli.model.binding import Binding, deform
+from avatarcli.model.gaussians import Gaussians, PosedGaussians
+from avatarcli.templates.template import Pose, Template
+
+
+@dataclass
+class Avatar:
+    """A rigged Gaussian avatar.
+
+    Attributes:
+        kind: "head" or "body".
+        gaussians: the Gaussians, in the binding's local space.
+        binding: how they hang on the template.
+        betas: (S,) template shape.
+        meta: the JSON metadata (template, stage, prompt, seed, history, ...).
+        extra: other tensors stored with the avatar (e.g. ``binding.residual.*``).
+    """
+
+    kind: str
+    gaussians: Gaussians
+    binding: Binding
+    betas: Tensor
+    meta: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.gaussians)
+
+    @property
+    def device(self) -> torch.device:
+        return self.gaussians.means.device
+
+    @property
+    def shape(self) -> Tensor | None:
+        """The template shape (S,) to pose with, or None for the template's own (no betas stored)."""
+        return self.betas if self.betas.numel() else None
+
+    def posed(self, template: Template, pose: Pose | None = None) -> PosedGaussians:
+        """World-space Gaussians for a batch of poses (the rest pose when ``pose`` is None).
+
+        Checks the template is the one the avatar was bound to. Runs on the template's device;
+        an avatar elsewhere is copied there first, so callers that pose many times move it
+        once with :meth:`to`.
+        """
+        check_template(self, template)
+        av = self if self.device == template.device else self.to(template.device)
+        return deform(av.gaussians, av.binding, template, template.pose(pose if pose is not None else template.zero_pose(1), av.shape))
+
+    def to(self, device: torch.device | str) -> Avatar:
+        """A copy on ``device``. The avatar it was called on is left as it was: nothing
+        mutable (metadata, the residual network) is shared between the two."""
+        return Avatar(
+            self.kind,
+            self.gaussians.to(device),
+            self.binding.to(device),
+            self.betas.to(device),
+            copy.deepcopy(self.meta),
+            {k: v.to(device) for k, v in self.extra.items()},
+        )
+
+    def select(self, idx: Tensor) -> Avatar:
+        """A copy with only the Gaussians at ``idx``."""
+        return Avatar(
+            self.kind, self.gaussians.select(idx), self.binding.select(idx), self.betas.clone(), copy.deepcopy(self.meta), dict(self.extra)
+        )
+
+    def add_history(self, command: str) -> None:
+        """Record a command that produced or changed this avatar."""
+        self.meta.setdefault("history", []).append(history_entry(command))
+
+
+def history_entry(command: str) -> dict[str, str]:
+    """One entry of an avatar's history: the command, when (UTC) and by which version."""
+    return {"command": command, "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "version": __version__}
+
+
+def template_meta(template: Template) -> dict[str, Any]:
+    return {
+        "name": template.name,
+        "file": str(template.source),
+        "sha256": template.sha256,
+        "vertices": template.num_vertices,
+        "faces": int(template.faces.shape[0]),
+        "joints": template.num_joints,
+    }
+
+
+def check_template(avatar: Avatar, template: Template) -> None:
+    """Raise AvatarError unless ``template`` has the topology the avatar was bound to."""
+    if template.kind != avatar.kind:
+        raise AvatarError(f"the avatar is a {avatar.kind} but the template is a {template.kind}")
+    t = avatar.meta.get("template", {})
+    want = (t.get("vertices"), t.get("faces"), t.get("joints"))
+    have = (template.num_vertices, int(template.faces.shape[0]), template.num_joints)
+    if want != have:
+        raise AvatarError(
+            f"the avatar was bound to template {t.get('name')} ({want[0]} vertices, {want[1]} faces) "
+            f"but {template.name} has {have[0]} vertices and {have[1]} faces: pass the same --template"
+        )

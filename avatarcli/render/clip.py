@@ -1,0 +1,136 @@
+"""``avatar animate``: a motion drives an avatar; frames come out in batches.
+
+The motion is fitted to the template (joint layout, expression length), resampled to the
+output rate, and paired with a camera per frame: ``front`` (fixed, framing the whole clip),
+``follow`` (keeps the root in frame for walks) or ``orbit`` (one turn over the clip).
+Frames are posed, deformed and rendered ``batch`` at a time on the avatar's device.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from avatarcli.errors import AvatarError
+from avatarcli.model.avatar import Avatar
+from avatarcli.motion.motion import Motion, Retarget, resample, to_template_poses
+from avatarcli.render.cameras import Cameras, framing, framing_distance, intrinsics, look_at, orbit_positions
+from avatarcli.render.rasterize import render_gaussians, to_uint8
+from avatarcli.templates.template import Pose, Template
+
+CAMERAS = ("front", "follow", "orbit")
+
+
+@dataclass
+class AnimateOptions:
+    """How to turn a motion into frames.
+
+    Attributes:
+        fps: output frame rate; None keeps the motion's.
+        size: (width, height) in pixels.
+        camera: "front", "follow" or "orbit".
+        distance: camera distance in metres; None frames the subject.
+        elevation, azimuth: camera angles in degrees (azimuth 0 faces the avatar).
+        fovy: vertical field of view in degrees.
+        background: (3,) colour.
+        start, end: seconds of the motion to use.
+        batch: frames rendered together.
+    """
+
+    fps: float | None = None
+    size: tuple[int, int] = (512, 512)
+    camera: str = "front"
+    distance: float | None = None
+    elevation: float | None = None
+    azimuth: float = 0.0
+    fovy: float = 30.0
+    background: Tensor = field(default_factory=lambda: torch.ones(3))
+    start: float | None = None
+    end: float | None = None
+    batch: int = 8
+
+
+@dataclass
+class FramePlan:
+    """Everything needed to render a clip: a pose and a camera per frame."""
+
+    poses: Pose
+    cameras: Cameras
+    fps: float
+    retarget: Retarget
+
+    def __len__(self) -> int:
+        return self.poses.batch
+
+
+def _smooth(x: Tensor, frames: int) -> Tensor:
+    """Moving average over ``frames`` (odd) along time, edges held."""
+    if frames <= 1 or len(x) < 2:
+        return x
+    pad = frames // 2
+    padded = torch.cat([x[:1].expand(pad, -1), x, x[-1:].expand(pad, -1)])
+    kernel = torch.ones(1, 1, frames, dtype=x.dtype) / frames
+    return torch.nn.functional.conv1d(padded.T[:, None], kernel)[:, 0].T
+
+
+def plan_frames(avatar: Avatar, template: Template, motion: Motion, opts: AnimateOptions) -> FramePlan:
+    """Fit, resample and slice the motion, and place a camera for every frame."""
+    if opts.camera not in CAMERAS:
+        raise AvatarError(f"unknown camera {opts.camera!r}: choose {', '.join(CAMERAS)}")
+    clip = motion.slice_seconds(opts.start, opts.end) if (opts.start is not None or opts.end is not None) else motion
+    fps = float(opts.fps) if opts.fps is not None else clip.fps
+    clip = resample(clip, fps)
+    poses, retarget = to_template_poses(clip, template)
+    poses.translation = poses.translation - poses.translation[:1]  # the clip starts where the avatar stands
+    device = template.device
+    with torch.no_grad():
+        center, radius = framing(avatar.posed(template).means[0])
+    w, h = opts.size
+    t = len(clip)
+    trans = poses.translation.cpu()
+    elevation = opts.elevation if opts.elevation is not None else (0.0 if template.kind == "head" else 8.0)
+    if opts.camera == "follow":
+        targets = center.cpu() + _smooth(trans, max(1, int(fps * 0.5)) | 1)
+        reach = radius
+    else:
+        mean = trans.mean(0)
+        targets = (center.cpu() + mean).expand(t, 3)
+        reach = radius + float((trans - mean).norm(dim=-1).max())
+    distance = opts.distance if opts.distance is not None else framing_distance(reach, opts.fovy, fill=0.9)
+    azimuth = torch.full((t,), float(opts.azimuth))
+    if opts.camera == "orbit":
+        azimuth = azimuth + 360.0 * torch.arange(t, dtype=torch.float32) / max(t, 1)
+    eyes = orbit_positions(targets, torch.full((t,), float(distance)), azimuth, torch.full((t,), float(elevation)))
+    cams = Cameras(look_at(eyes, targets), intrinsics(torch.full((t,), float(opts.fovy)), w, h), w, h).to(device)
+    return FramePlan(poses, cams, fps, retarget)
+
+
+@torch.no_grad()
+def render_frames(avatar: Avatar, template: Template, plan: FramePlan, background: Tensor, batch: int = 8) -> Iterator[np.ndarray]:
+    """Frames (b, H, W, 3) uint8, ``batch`` at a time, in order."""
+    av = avatar.to(template.device)
+    bg = background.to(template.device)
+    for s in range(0, len(plan), batch):
+        idx = slice(s, min(s + batch, len(plan)))
+        pg = av.posed(template, plan.poses.index(idx))
+        images, _, _ = render_gaussians(pg, plan.cameras.index(idx), bg)
+        yield to_uint8(images)
+
+
+def expression_notice(retarget: Retarget) -> str | None:
+    """The one-time message about expression length, or None when nothing was changed."""
+    a, b = retarget.expression_from, retarget.expression_to
+    if a == b or a == 0:
+        return None
+    if a > b:
+        return f"the motion has {a} expression coefficients and the template {b}: the first {b} are used"
+    return f"the motion has {a} expression coefficients and the template {b}: the rest are zero"
+
+
+def duration_text(frames: int, fps: float) -> str:
+    return f"{frames} frames, {frames / fps:.2f} s at {fps:g} fps" if math.isfinite(fps) else f"{frames} frames"

@@ -1,0 +1,214 @@
+"""Body models: the built-in mannequins, or a user's own SMPL-X / FLAME files.
+
+``load_template("head")`` gives the built-in FLAME-layout mannequin (generated on first use
+and cached); ``load_template("body", "~/models/smplx")`` loads a user's licensed SMPL-X
+files. The environment variables ``AVATARCLI_HEAD_TEMPLATE`` and ``AVATARCLI_BODY_TEMPLATE``
+set a default path for each kind. A user's files are read for their arrays only (no code in
+a pickle runs) and copied, once, into the cache in the layout smplx reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from avatarcli.errors import AvatarError
+from avatarcli.templates.template import Kind, Template
+
+KINDS: tuple[Kind, ...] = ("head", "body")
+MANNEQUIN_VERSION = 1
+USER_COPY_VERSION = 1  # bump when the copies of users' files change layout
+FLAME_EMBEDDINGS = ("flame_static_embedding.pkl", "flame_dynamic_embedding.npy")
+ENV_PATH = {"head": "AVATARCLI_HEAD_TEMPLATE", "body": "AVATARCLI_BODY_TEMPLATE"}
+_LOADED: dict[tuple[str, str], Template] = {}
+
+
+def cache_dir() -> Path:
+    """Where generated files live: ``$AVATARCLI_CACHE`` or ``~/.cache/avatarcli``."""
+    env = os.environ.get("AVATARCLI_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME")
+    return (Path(base) if base else Path.home() / ".cache") / "avatarcli"
+
+
+def _builder_digest() -> str:
+    """A short hash of the code that sculpts the mannequins: a changed sculpture never
+    reuses a stale cache."""
+    here = Path(__file__).parent
+    h = hashlib.sha256()
+    for path in [here / "model_files.py", *sorted((here / "mannequin").glob("*.py"))]:
+        h.update(path.read_bytes())
+    return h.hexdigest()[:10]
+
+
+def builtin_root(kind: Kind) -> Path:
+    """The folder of a built-in mannequin, generated and cached on first use."""
+    from avatarcli.templates import model_files
+    from avatarcli.templates.mannequin import body as body_mannequin
+    from avatarcli.templates.mannequin import head as head_mannequin
+
+    def build(folder: Path) -> None:
+        if kind == "head":
+            model_files.write_flame(folder, head_mannequin.build())
+        else:
+            model_files.write_smplx(folder, body_mannequin.build(), body_mannequin.relaxed_hands())
+
+    return _cached_folder(cache_dir() / "templates" / f"mannequin-{kind}-v{MANNEQUIN_VERSION}-{_builder_digest()}", kind, build)
+
+
+def _model_file(root: Path, kind: Kind) -> Path:
+    """Where smplx finds the model in a folder this project wrote."""
+    return root / ("flame/FLAME_NEUTRAL.npz" if kind == "head" else "smplx/SMPLX_NEUTRAL.npz")
+
+
+def _cached_folder(root: Path, kind: Kind, build: Callable[[Path], None]) -> Path:
+    """``root``, written by ``build(folder)`` unless it already holds a model: one process
+    builds (the others wait and reuse it), into a temporary folder renamed into place."""
+    if _model_file(root, kind).exists():
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / f".{root.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _model_file(root, kind).exists():
+            return root
+        tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}."))
+        try:
+            build(tmp)
+            if root.exists():
+                shutil.rmtree(root)
+            os.replace(tmp, root)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def _user_copy(kind: Kind, model_file: Path, model_sha256: str) -> Path:
+    """A copy of a user's model (and, for FLAME, its landmark embeddings) in the layout smplx
+    reads, holding only plain arrays and written by this project: the user's pickles are read
+    with ``safe_load`` (arrays only), never handed to smplx, which would unpickle them freely."""
+    from avatarcli.templates import model_files, safe_load
+
+    embeddings = [model_file.parent / n for n in FLAME_EMBEDDINGS] if kind == "head" else []
+    missing = [p.name for p in embeddings if not p.is_file()]
+    if missing:
+        raise AvatarError(f"FLAME template {model_file.parent} lacks {', '.join(missing)} (landmark embeddings from the FLAME release)")
+    digest = hashlib.sha256("".join([model_sha256, *(_sha256(p) for p in embeddings)]).encode()).hexdigest()[:16]
+
+    def read_dict(path: Path, data: object) -> dict:
+        arrays = safe_load.plain(data, str(path))
+        if not isinstance(arrays, dict):
+            raise AvatarError(f"{path}: expected a dictionary of arrays")
+        return arrays
+
+    def build(folder: Path) -> None:
+        raw = safe_load.load_npz(model_file) if model_file.suffix == ".npz" else safe_load.load_pickle(model_file)
+        model = read_dict(model_file, raw)
+        model_files.write_model(_model_file(folder, kind), model)
+        if kind == "head":
+            static, dynamic = embeddings
+            model_files.write_flame_embeddings(
+                _model_file(folder, kind).parent,
+                read_dict(static, safe_load.load_pickle(static)),
+                read_dict(dynamic, safe_load.load_npy(dynamic)),
+            )
+
+    return _cached_folder(cache_dir() / "templates" / f"user-{kind}-v{USER_COPY_VERSION}-{digest}", kind, build)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _find_model_file(kind: Kind, path: Path) -> Path:
+    """The model file a user's ``--template`` path points at (a file, or a folder holding one)."""
+    if path.is_file():
+        if path.suffix not in (".npz", ".pkl"):
+            raise AvatarError(f"template {path}: expected a .npz or .pkl model file")
+        return path
+    if not path.is_dir():
+        raise AvatarError(f"template {path} does not exist")
+    stem = "FLAME" if kind == "head" else "SMPLX"
+    names = [f"{stem}_NEUTRAL.npz", f"{stem}_NEUTRAL.pkl"]
+    if kind == "head":
+        names += ["generic_model.pkl", "flame2023.pkl"]
+    for folder in (path, path / stem.lower()):
+        for name in names:
+            if (folder / name).is_file():
+                return folder / name
+    raise AvatarError(f"template folder {path} has no {' or '.join(names)}")
+
+
+def _load_smplx_model(kind: Kind, root: Path) -> torch.nn.Module:
+    """Load the model in a folder this project wrote (built-in, or a user's files copied)."""
+    import smplx
+
+    # smplx announces component counts with print(); keep stdout clean for `-o -`.
+    with contextlib.redirect_stdout(io.StringIO()):
+        if kind == "body":
+            return smplx.SMPLX(
+                str(_model_file(root, kind)), ext="npz", use_pca=False, flat_hand_mean=True, use_face_contour=True,
+                num_expression_coeffs=100, num_betas=10,
+            )  # fmt: skip
+        return smplx.FLAME(str(_model_file(root, kind).parent), ext="npz", use_face_contour=True, num_expression_coeffs=100, num_betas=10)
+
+
+def load_template(kind: str, path: str | Path | None = None, device: str | torch.device = "cpu") -> Template:
+    """Load a template.
+
+    Args:
+        kind: "head" or "body".
+        path: a user's model file or folder; None uses ``$AVATARCLI_<KIND>_TEMPLATE`` or the
+            built-in mannequin.
+        device: where the template's tensors live.
+
+    Raises:
+        AvatarError: unknown kind, missing or unreadable files.
+    """
+    if kind not in KINDS:
+        raise AvatarError(f"unknown model kind {kind!r}: choose head or body")
+    k: Kind = kind  # type: ignore[assignment]
+    if path is None and os.environ.get(ENV_PATH[k]):
+        path = os.environ[ENV_PATH[k]]
+    root: Path | None = None
+    if path is None:
+        root = builtin_root(k)
+        source = _model_file(root, k)
+        name = f"mannequin-{k}"
+    else:
+        source = _find_model_file(k, Path(path).expanduser())
+        name = source.stem
+    key = (str(source.resolve()), str(torch.device(device)))
+    if key in _LOADED:
+        return _LOADED[key]
+    sha = _sha256(source)
+    try:
+        if root is None:
+            root = _user_copy(k, source, sha)
+        model = _load_smplx_model(k, root)
+    except AvatarError:
+        raise
+    except (OSError, KeyError, AttributeError, ValueError, IndexError, EOFError, AssertionError) as exc:
+        raise AvatarError(f"cannot load {kind} template {source}: {exc}") from exc
+    with np.load(_model_file(root, k), allow_pickle=False) as data:
+        extras = {key_: data[key_] for key_ in data.files if key_.startswith("avatarcli_")}
+    if k == "body" and "avatarcli_extra_joints_idxs" in extras:
+        model.vertex_joint_selector.extra_joints_idxs = torch.as_tensor(extras["avatarcli_extra_joints_idxs"], dtype=torch.long)
+    template = Template(k, model, name, source, sha, extras).to(device)
+    _LOADED[key] = template
+    return template

@@ -1,0 +1,225 @@
+"""avatar generate on the CPU with tiny guidance: recipes, checkpoints, resume, refusals."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+import torch
+
+from avatarcli.generate.checkpoint import checkpoint_path
+from avatarcli.generate.config import DensifyConfig, recipe
+from avatarcli.generate.densify import Densifier
+from avatarcli.generate.guidance.diffusion import DiffusionGuidance, GuidanceConfig
+from avatarcli.generate.guidance.random_weights import tiny_components
+from avatarcli.generate.losses import body_scale, head_geometry
+from avatarcli.generate.trainer import Trainer
+from avatarcli.model import avatar_file
+from avatarcli.model.binding import rest_posed
+from avatarcli.signals import Interrupted
+
+from helpers import run_cli, train_and_write
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_components(CPU)
+
+
+def _guide(tiny, score):
+    return DiffusionGuidance(tiny, GuidanceConfig(score=score, resolution=64))
+
+
+def _cfg(kind, steps=6, **kw):
+    cfg = recipe(kind, "a knight in armour", steps=steps, batch=2, resolution=64, checkpoint_every=3, **kw)
+    cfg.densify = DensifyConfig(start=2, stop=6, every=2, grad_threshold=1e-9)  # grow every time
+    return cfg
+
+
+@pytest.mark.parametrize("kind, score", [("head", "nfsd"), ("body", "asd")])
+def test_recipes_run_and_write_the_avatar(kind, score, tiny, head_avatar, body_avatar, head_template, body_template, tmp_path):
+    av, tpl = (head_avatar, head_template) if kind == "head" else (body_avatar, body_template)
+    out = tmp_path / f"{kind}.avatar"
+    seen = []
+    result = train_and_write(av, tpl, _guide(tiny, score), _cfg(kind), out, on_step=lambda r: seen.append(r.stage))
+    assert out.exists() and checkpoint_path(out).exists()
+    back = avatar_file.load(out)
+    assert back.meta["stage"] == "generated" and back.meta["prompt"] == "a knight in armour"
+    assert len(back) == len(result) and len(back) != len(av)  # densification changed the count
+    assert not torch.equal(back.gaussians.sh[: len(av)], av.gaussians.sh[: len(back)][: len(av)])
+    if kind == "body":
+        assert seen[:2] == ["canonical", "canonical"] and seen[-1] == "animate"
+        assert back.binding.residual is not None  # residual skinning weights learnt in the animate stage
+    else:
+        assert set(seen) == {"animate"}
+
+
+def test_a_body_run_that_starts_animated_learns_residual_weights(tiny, body_avatar, body_template):
+    trainer = Trainer(body_avatar, body_template, _guide(tiny, "asd"), _cfg("body", stages=("animate",)))
+    assert trainer.model.residual is not None and "residual" in trainer.extra_optimizers
+    before = [p.detach().clone() for p in trainer.model.residual.parameters()]
+    trainer.train_step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.residual.parameters(), strict=True))
+    canonical = Trainer(body_avatar, body_template, _guide(tiny, "asd"), _cfg("body", stages=("canonical",)))
+    assert canonical.model.residual is None
+
+
+def test_checkpoints_leave_the_trainers_state_alone(tiny, body_avatar, body_template, tmp_path):
+    """Writing a checkpoint hands out a snapshot: the trainer's residual network is not the
+    saved avatar's, and moving or editing the snapshot leaves the trainer as it was."""
+    trainer = Trainer(body_avatar, body_template, _guide(tiny, "asd"), _cfg("body", stages=("animate",)))
+    own = trainer.model.residual
+    trainer.train_step()
+    trainer.save(tmp_path / "b.avatar")
+    snap = trainer.avatar()
+    assert snap.binding.residual is not own and trainer.model.residual is own
+    snap.to("meta")
+    snap.binding.residual.to("meta")
+    with torch.no_grad():
+        snap.gaussians.means.zero_()
+    assert all(p.device == trainer.device for p in own.parameters())
+    assert not bool((trainer.model.params["means"] == 0).all())
+    trainer.train_step()  # still trains: nothing was moved away from it
+
+
+class _SignalDuringStep:
+    """A guidance that sends this process a signal from inside the loss of call ``at``: an
+    interruption in the middle of a step, where Ctrl-C usually lands."""
+
+    def __init__(self, guidance, at: int, signum: int) -> None:
+        self.inner, self.at, self.signum, self.calls = guidance, at, signum, 0
+        self.name, self.resolution = guidance.name, guidance.resolution
+
+    def wants_conditions(self):
+        return self.inner.wants_conditions()
+
+    def loss(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == self.at:
+            os.kill(os.getpid(), self.signum)
+        return self.inner.loss(*args, **kwargs)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_run_resumes_exactly(signum, tiny, head_avatar, head_template, tmp_path):
+    """Ctrl-C or SIGTERM mid-step finishes the step, checkpoints it, and stops; resuming gives
+    exactly the avatar an uninterrupted run gives (periodic checkpoints every 3 steps, the
+    interruption in step 5)."""
+    straight = train_and_write(head_avatar, head_template, _guide(tiny, "sds"), _cfg("head"), tmp_path / "a.avatar")
+    out = tmp_path / "b.avatar"
+    with pytest.raises(Interrupted):
+        train_and_write(head_avatar, head_template, _SignalDuringStep(_guide(tiny, "sds"), 5, signum), _cfg("head"), out)
+    assert avatar_file.load(out).meta["stage"] == "animate@5"  # the step under way was finished and saved
+    resumed = train_and_write(head_avatar, head_template, _guide(tiny, "sds"), _cfg("head"), out, resume=True)
+    assert len(resumed) == len(straight)
+    for name in ("means", "log_scales", "quats", "opacity_logits", "sh"):
+        assert torch.equal(getattr(resumed.gaussians, name), getattr(straight.gaussians, name)), name
+
+
+def test_resume_refuses_a_different_run(tiny, head_avatar, head_template, tmp_path):
+    out = tmp_path / "c.avatar"
+    train_and_write(head_avatar, head_template, _guide(tiny, "sds"), _cfg("head", steps=2), out)
+    other = recipe("head", "a different prompt", steps=2, batch=2, resolution=64)
+    trainer = Trainer(head_avatar, head_template, _guide(tiny, "sds"), other)
+    from avatarcli.errors import AvatarError
+
+    with pytest.raises(AvatarError, match="different run"):
+        trainer.restore(checkpoint_path(out))
+
+
+def test_clones_and_splits_inherit_the_binding(tiny, head_avatar, head_template):
+    trainer = Trainer(head_avatar, head_template, _guide(tiny, "sds"), _cfg("head"))
+    n = len(trainer.model.params["means"])
+    d = Densifier(DensifyConfig(grad_threshold=0.0, clone_scale=1e9, prune_opacity=0.0, max_gaussians=n + 10), trainer.radius)
+    d.state = {"grad2d": torch.ones(n), "count": torch.ones(n)}
+    faces_before = trainer.model.params["binding_face_idx"].clone()
+    cloned, _, _ = d.refine(trainer.model.params, trainer.optimizers, torch.zeros(n))
+    assert cloned == 10
+    faces = trainer.model.params["binding_face_idx"]
+    assert len(faces) == n + 10 == len(trainer.model.params["means"])
+    assert torch.equal(faces[n:], faces_before[:10])  # the clones sit on their parents' triangles
+
+
+def test_head_regulariser_pulls_only_strays(head_template, head_avatar):
+    g = head_avatar.gaussians
+    means = g.means.clone().requires_grad_(True)
+    from avatarcli.model.gaussians import Gaussians
+
+    rest = rest_posed(head_template)
+    loss = head_geometry(
+        Gaussians(means, g.log_scales, g.quats, g.opacity_logits, g.sh), head_avatar.binding, head_template, rest, 0.1, 0.1
+    )
+    loss.backward()
+    from avatarcli.model.binding import _frames
+
+    centers, _, _, affine = _frames(rest.vertices, head_template.faces)
+    tri = rest.vertices[0, head_template.faces]
+    tau = (tri - centers[0, :, None]).norm(dim=-1).max(-1).values[head_avatar.binding.face_idx]
+    offset = (affine[0, head_avatar.binding.face_idx] @ means.detach()[..., None])[..., 0].norm(dim=-1)
+    inside = offset < 0.5 * tau
+    assert inside.float().mean() > 0.2
+    assert means.grad[inside].abs().sum() == 0  # within tolerance of their triangle: left alone
+    assert (means.grad[~inside].abs().sum(-1) > 0).all()
+    far = means.detach().clone()
+    far[:, 1] += 5.0  # far along the normal
+    far.requires_grad_(True)
+    loss = head_geometry(Gaussians(far, g.log_scales, g.quats, g.opacity_logits, g.sh), head_avatar.binding, head_template, rest, 0.1, 0.1)
+    loss.backward()
+    assert (far.grad[:, 1] > 0).float().mean() > 0.99  # pulled back towards the surface
+
+
+def test_body_scale_regulariser():
+    from avatarcli.model.gaussians import Gaussians
+
+    log_scales = torch.log(torch.tensor([[0.005, 0.004, 0.002], [0.03, 0.01, 0.01]]))
+    g = Gaussians(torch.zeros(2, 3), log_scales, torch.zeros(2, 4), torch.zeros(2), torch.zeros(2, 1, 3))
+    assert abs(float(body_scale(g, 0.01)) - 0.01) < 1e-6  # mean of (0, 0.03 - 0.01)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("", "--guidance", "tiny"), "prompt is empty"),
+        (("x", "--model", "tail", "--guidance", "tiny"), "unknown model"),
+        (("x", "--guidance", "tiny", "--steps", "0"), "steps must be positive"),
+        (("x", "--guidance", "tiny", "--resolution", "100"), "multiple of 8"),
+        pytest.param(
+            ("x", "--guidance", "tiny", "--device", "cuda"),
+            "CUDA",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="asks for CUDA where there is none"),
+        ),
+        (("x", "--guidance", "magic"), "unknown guidance"),
+        (("x", "--guidance", "tiny", "--resume"), "no checkpoint"),
+        (("x", "--guidance", "tiny", "--stages", "canonical,dance"), "unknown stage"),
+        (("x", "--guidance", "tiny", "--score", "vsd"), "unknown score"),
+        (("x", "--guidance", "tiny", "--encoder", "madebyollin/taesd"), "encoder applies"),
+    ],
+)
+def test_bad_generate_input(tmp_path, args, message):
+    out = tmp_path / "g.avatar"
+    r = run_cli("generate", *args, "-o", str(out))
+    assert r.code == 2 and message in r.stderr, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr  # one line, nothing before it
+    assert not out.exists() and not checkpoint_path(out).exists()
+
+
+def test_from_of_the_wrong_kind(tmp_path, body_avatar):
+    src = tmp_path / "body.avatar"
+    avatar_file.save(body_avatar, src)
+    r = run_cli("generate", "x", "--model", "head", "--from", str(src), "--guidance", "tiny", "-o", str(tmp_path / "g.avatar"))
+    assert r.code == 2 and "body avatar" in r.stderr
+
+
+def test_cli_generate_tiny(tmp_path):
+    out = tmp_path / "k.avatar"
+    r = run_cli("generate", "Kratos", "--guidance", "tiny", "--steps", "2", "--batch", "1", "--resolution", "32", "-k", "1",
+                "--preview-every", "2", "-o", str(out))  # fmt: skip
+    assert r.code == 0, r.stderr
+    assert "noise" in r.stderr  # the warning about random weights
+    av = avatar_file.load(out)
+    assert av.meta["prompt"] == "Kratos" and "generate" in av.meta["history"][-1]["command"]
+    assert (tmp_path / "k.previews" / "step_000002.png").exists()
