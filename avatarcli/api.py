@@ -29,6 +29,7 @@ from avatarcli.fileio import atomic_folder, check_writable
 from avatarcli.formats.frames import FrameWriter, grid, output_kind, write_png, write_png_folder
 from avatarcli.formats.gltf import write_glb
 from avatarcli.formats.ply import read_ply, write_gsplat_format, write_ply
+from avatarcli.generate import distributed
 from avatarcli.generate.checkpoint import checkpoint_path
 from avatarcli.generate.config import GenerateConfig, recipe
 from avatarcli.generate.guidance.scores import SCORES
@@ -155,6 +156,8 @@ class GenerateOptions:
         points_per_triangle: Gaussians per triangle when no starting avatar is given.
         template: a user's SMPL-X / FLAME file or folder.
         device: "auto", "cpu", "cuda" or "cuda:N".
+        gpus: processes training together, one per GPU (with ``device`` "cpu": CPU
+            processes, for tests).
     """
 
     model: str = "head"
@@ -179,6 +182,7 @@ class GenerateOptions:
     points_per_triangle: int = 10
     template: str | Path | None = None
     device: str = "auto"
+    gpus: int = 1
 
 
 @dataclass
@@ -226,6 +230,10 @@ def check_generate_inputs(prompt: str, output: str | Path, options: GenerateOpti
         raise AvatarError("checkpoint and preview intervals must be 0 (off) or positive")
     if o.points_per_triangle < 1:
         raise AvatarError(f"points per triangle must be at least 1 (got {o.points_per_triangle})")
+    if o.gpus < 1:
+        raise AvatarError(f"the number of GPUs must be at least 1 (got {o.gpus})")
+    if cfg.batch % o.gpus:
+        raise AvatarError(f"the batch ({cfg.batch} views) must divide evenly over {o.gpus} GPUs")
     check_seed(o.seed)
     check_writable(output)
     if resume and not checkpoint_path(output).exists():
@@ -246,6 +254,10 @@ def generate(
 ) -> GenerateResult:
     """Train an avatar towards ``prompt`` and write it to ``output`` (checkpoint beside it).
 
+    With ``options.gpus`` > 1, one process per GPU trains the avatar together (each renders
+    and scores its share of every step's views); under ``torchrun`` this process is one of
+    them. Only the first process writes files.
+
     Args:
         source: the avatar to start from (default: a fresh ``init``).
         resume: continue from the checkpoint beside ``output``.
@@ -253,19 +265,37 @@ def generate(
         on_phase: called with a short description when a slow phase starts (loading,
             compiling), so a progress display can say why nothing moves.
     """
+    o = options or GenerateOptions()
+    cfg = check_generate_inputs(prompt, output, o, resume)
+    start = load_avatar(source) if source is not None else None
+    if start is not None and start.kind != o.model:
+        raise AvatarError(f"the starting avatar is a {start.kind} avatar but the model kind is {o.model}")
+    if o.gpus > 1 and not distributed.launched():
+        return _generate_spawned(prompt, Path(output), o, start, resume, on_step, on_phase, history)
+    group = distributed.from_environment(resolve_device(o.device))
+    return _generate(prompt, Path(output), o, cfg, start, resume, on_step, on_phase, history, group)
+
+
+def _generate(
+    prompt: str,
+    out: Path,
+    o: GenerateOptions,
+    cfg: GenerateConfig,
+    start: Avatar | None,
+    resume: bool,
+    on_step: Callable[[StepReport], None] | None,
+    on_phase: Callable[[str], None] | None,
+    history: str | None,
+    group: distributed.Group | None,
+) -> GenerateResult:
+    """One process's part of a run (the whole run when ``group`` is None)."""
     from avatarcli.generate.guidance.diffusion import DEFAULT_SPECS, DiffusionGuidance, DiffusionSpec, GuidanceConfig, load_components
     from avatarcli.generate.guidance.scores import NEGATIVE_PROMPT
 
-    o = options or GenerateOptions()
-    cfg = check_generate_inputs(prompt, output, o, resume)
     phase = on_phase or (lambda text: None)
-    dev = resolve_device(o.device)
+    dev = group.device if group is not None else resolve_device(o.device)
     tpl = load_template(o.model, o.template, dev)
-    if source is not None:
-        start = load_avatar(source)
-        if start.kind != o.model:
-            raise AvatarError(f"the starting avatar is a {start.kind} avatar but the model kind is {o.model}")
-    else:
+    if start is None:
         start = init_avatar(tpl, o.points_per_triangle, o.seed)
     gcfg = GuidanceConfig(
         score=o.score or ("nfsd" if o.model == "head" else "asd"), guidance_scale=o.cfg_scale,
@@ -284,17 +314,131 @@ def generate(
         comps = load_components(spec, dev)
     guide = DiffusionGuidance(comps, gcfg)
     if o.compile:
+        compile_cache()
         guide.compile()
-    out = Path(output)
     previews = out.with_suffix(".previews") if o.preview_every else None
-    trainer = Trainer(start, tpl, guide, cfg)
+    trainer = Trainer(start, tpl, guide, cfg, group)
     if history:
         trainer.meta.setdefault("history", []).append(history_entry(history))
     if resume:
         trainer.restore(checkpoint_path(out))
-    phase("training")
-    result = trainer.run(out, on_step, previews)
+    phase("compiling the networks (minutes the first time, less with a warm cache)" if o.compile else "first step")
+
+    def reported(report: StepReport) -> None:
+        if report.step == trainer.first_step:
+            phase("training")
+        if on_step is not None:
+            on_step(report)
+
+    result = trainer.run(out, reported, previews)
     return GenerateResult(result, out, checkpoint_path(out), previews, guide.name)
+
+
+def compile_cache() -> Path:
+    """Keep torch.compile's on-disk caches under the avatarcli cache folder (unless the user
+    set their own), so that a second ``--compile`` run reuses the first one's work."""
+    import os
+
+    from avatarcli.templates.loading import cache_dir
+
+    folder = cache_dir() / "torch-compile"
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(folder / "inductor"))
+    os.environ.setdefault("TRITON_CACHE_DIR", str(folder / "triton"))
+    return folder
+
+
+def _generate_spawned(
+    prompt: str,
+    out: Path,
+    o: GenerateOptions,
+    start: Avatar | None,
+    resume: bool,
+    on_step: Callable[[StepReport], None] | None,
+    on_phase: Callable[[str], None] | None,
+    history: str | None,
+) -> GenerateResult:
+    """Start ``o.gpus`` processes, one per device, and relay the first one's progress."""
+    import queue as queue_module
+
+    import torch.multiprocessing as mp
+
+    from avatarcli.signals import Interrupted
+
+    device = resolve_device(o.device)
+    if device.type == "cuda" and o.gpus > torch.cuda.device_count():
+        raise AvatarError(f"{o.gpus} GPUs were asked for but {torch.cuda.device_count()} are here")
+    ctx = mp.get_context("spawn")
+    events = ctx.Queue()
+    port = distributed.free_port()
+    procs = [
+        ctx.Process(target=_worker, args=(rank, o.gpus, port, prompt, out, o, start, resume, history, events), daemon=False)
+        for rank in range(o.gpus)
+    ]
+    for p in procs:
+        p.start()
+    finished, failure, interrupted = 0, None, False
+    while finished < len(procs):
+        try:
+            event = events.get(timeout=1.0)
+        except queue_module.Empty:
+            if any(p.exitcode not in (None, 0) for p in procs) and failure is None and not interrupted:
+                failure = "a training process ended unexpectedly"
+                break
+            continue
+        except KeyboardInterrupt:  # the processes got the signal too: they finish the step and save
+            interrupted = True
+            continue
+        kind = event[0]
+        if kind == "phase" and on_phase is not None:
+            on_phase(event[1])
+        elif kind == "step" and on_step is not None:
+            on_step(StepReport(*event[1]))
+        elif kind == "done":
+            finished += 1
+        elif kind == "interrupted":
+            interrupted, finished = True, finished + 1
+        elif kind in ("error", "crash"):
+            failure, finished = failure or event[1], finished + 1
+    for p in procs:
+        p.join(timeout=60)
+        if p.is_alive():
+            p.terminate()
+    if interrupted:
+        raise Interrupted()
+    if failure is not None:
+        raise AvatarError(failure) if not failure.startswith("Traceback") else RuntimeError(failure)
+    avatar = avatar_file.load(out)
+    previews = out.with_suffix(".previews") if o.preview_every else None
+    return GenerateResult(avatar, out, checkpoint_path(out), previews, str(avatar.meta.get("guidance", "")))
+
+
+def _worker(rank: int, size: int, port: int, prompt: str, out: Path, o: GenerateOptions, start: Avatar | None, resume: bool,
+            history: str | None, events: Any) -> None:  # fmt: skip
+    """One process of ``_generate_spawned``: joins the group and runs its part."""
+    import traceback
+
+    device = resolve_device(o.device)
+    device = torch.device("cuda", rank) if device.type == "cuda" else device
+    try:
+        group = distributed.join(rank, size, device, port=port)
+        first = rank == 0
+
+        def on_step(r: StepReport) -> None:
+            loss = r.loss if r.step % 10 == 0 or r.step == r.total else float("nan")  # reading it waits for the GPU
+            events.put(("step", (r.step, r.total, r.stage, torch.tensor(loss), r.gaussians, r.stop)))
+
+        cfg = _generate_config(prompt, o)
+        _generate(prompt, out, o, cfg, start, resume, on_step if first else None,
+                  (lambda text: events.put(("phase", text))) if first else None, history, group)  # fmt: skip
+        events.put(("done", rank))
+    except KeyboardInterrupt:  # Interrupted after a checkpoint, or Ctrl-C while loading
+        events.put(("interrupted", rank))
+    except AvatarError as exc:
+        events.put(("error", str(exc)))
+    except BaseException:
+        events.put(("crash", traceback.format_exc()))
+    finally:
+        distributed.leave()
 
 
 # -- rig ---------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ stderr and exit code 2, with no partial files.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -181,6 +182,13 @@ def generate(
     ] = 10,
     template: TemplateOpt = None,
     device: DeviceOpt = "auto",
+    gpus: Annotated[
+        int,
+        typer.Option(
+            help="GPUs training together, one process each: every step's views are split over them (the batch must divide "
+            "evenly). Or launch with torchrun --nproc-per-node N."
+        ),
+    ] = 1,
 ) -> None:
     """Generate an animatable avatar from a text prompt by score distillation."""
     from rich.progress import TextColumn
@@ -203,8 +211,10 @@ def generate(
         stages=tuple(s.strip() for s in stages.split(",")) if stages else None, steps=steps, batch=batch, resolution=resolution,
         learning_rates={k: v for k, v in rates.items() if v is not None}, seed=seed, checkpoint_every=checkpoint_every,
         preview_every=preview_every, low_memory=low_memory, compile=compile_networks, points_per_triangle=points_per_triangle,
-        template=template, device=device,
+        template=template, device=device, gpus=gpus,
     )  # fmt: skip
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, the first process reports for all
+        console.quiet = True
     out = output or f"{_slug(prompt)}.avatar"
     api.check_generate_inputs(prompt, out, options, resume)  # before any output, so a refusal is one line
     start = api.load_avatar(source) if source is not None else None

@@ -15,6 +15,7 @@ from torch import Tensor
 from avatarcli.evaluation.metrics import psnr, ssim
 from avatarcli.evaluation.reference import ReferenceGuidance, reference_avatar
 from avatarcli.generate.config import recipe
+from avatarcli.generate.distributed import Group
 from avatarcli.generate.trainer import StepReport, Trainer
 from avatarcli.model.avatar import Avatar
 from avatarcli.model.initialize import init_avatar
@@ -118,12 +119,14 @@ def reconstruct(
     split: tuple[tuple[str, ...], tuple[str, ...]] | None = None,
     start: Avatar | None = None,
     on_step: Callable[[StepReport], None] | None = None,
+    group: Group | None = None,
 ) -> Reconstruction:
     """Train a fresh avatar towards the hidden reference with the generate recipe, then score it.
 
     Training poses come from some built-in motions and scores use others, so the motion score
     is on poses training never saw. ``animated=False`` trains in the rest pose only.
-    ``split`` overrides the (train, held-out) motions; ``start`` the initial avatar.
+    ``split`` overrides the (train, held-out) motions; ``start`` the initial avatar;
+    ``group`` the processes training together (each scores the result alike).
     """
     kind = template.kind
     train, held = split or (HEAD_SPLIT if kind == "head" else BODY_SPLIT)
@@ -137,7 +140,7 @@ def reconstruct(
     guide = ReferenceGuidance(ref, template, cfg.timesteps)
     start = start or init_avatar(template.to("cpu"), points_per_triangle, seed)
     t0 = time.perf_counter()
-    trainer = Trainer(start, template, guide, cfg)
+    trainer = Trainer(start, template, guide, cfg, group)
     trainer.train(on_step)
     if template.device.type == "cuda":
         torch.cuda.synchronize()

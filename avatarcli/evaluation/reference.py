@@ -88,17 +88,18 @@ class ReferenceGuidance:
         generator: torch.Generator,
         scene: Scene,
     ) -> tuple[Tensor, dict]:
-        """See :meth:`avatarcli.guidance.Guidance.loss`."""
+        """See :meth:`avatarcli.generate.guidance.protocol.Guidance.loss`."""
         x = images.permute(0, 3, 1, 2) * 2.0 - 1.0  # pixel space, [-1, 1]
         ref = self.target(scene).permute(0, 3, 1, 2) * 2.0 - 1.0
-        t = to_device(self.timesteps.sample(x.shape[0], progress, len(self.alphas_cumprod), generator), x.device)
-        noise = to_device(torch.randn(x.shape, generator=generator), x.device)
+        share = scene.share
+        t = to_device(share.take(self.timesteps.sample(share.total, progress, len(self.alphas_cumprod), generator)), x.device)
+        noise = to_device(share.take(torch.randn((share.total, *x.shape[1:]), generator=generator)), x.device)
         ab = self.alphas_cumprod[t].view(-1, 1, 1, 1)
         with torch.no_grad():
             x_t = ab.sqrt() * x.detach() + (1 - ab).sqrt() * noise
             eps_hat = (x_t - ab.sqrt() * ref) / (1 - ab).sqrt()
             grad = sds_weight(self.alphas_cumprod, t) * sds_delta(eps_hat, eps_hat, noise, 1.0)
-        return distillation_loss(x, grad), {"t": t, "elements": x[0].numel()}
+        return distillation_loss(x, grad, share.total), {"t": t, "elements": x[0].numel()}
 
 
 # -- the reference avatars ------------------------------------------------------------------

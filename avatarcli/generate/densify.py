@@ -28,14 +28,11 @@ class Densifier:
     Args:
         config: thresholds and schedule.
         radius: the subject's radius in metres (scale thresholds are relative to it).
-        reduce: sums the statistics over processes before a decision (several GPUs); None
-            for one process.
     """
 
-    def __init__(self, config: DensifyConfig, radius: float, reduce: Callable[[Tensor], Tensor] | None = None) -> None:
+    def __init__(self, config: DensifyConfig, radius: float) -> None:
         self.config = config
         self.radius = radius
-        self.reduce = reduce
         self.state: dict[str, Tensor | None] = {"grad2d": None, "count": None}
 
     def step_pre_backward(self, meta: dict) -> None:
@@ -46,26 +43,23 @@ class Densifier:
         self,
         params: dict[str, torch.nn.Parameter],
         optimizers: dict[str, torch.optim.Optimizer],
-        meta: dict,
+        statistics: tuple[Tensor, Tensor],
         step: int,
-        elements: int,
         world_scale: Callable[[], Tensor],
     ) -> tuple[int, int, int] | None:
-        """Accumulate this step's statistics; at a refinement step, clone, split and prune.
+        """Add this step's statistics (from :meth:`statistics`, summed over processes when
+        there are several); at a refinement step, clone, split and prune.
 
         Args:
             step: steps done in the current stage, this one included.
-            elements: terms per view the loss sums (see :meth:`accumulate`).
             world_scale: gives (N,) the largest world-space standard deviation of each Gaussian.
 
         Returns:
             (cloned, split, pruned) at a refinement step, else None.
         """
-        self.accumulate(meta, len(params["means"]), elements)
+        self.add(*statistics)
         if not self.due(step):
             return None
-        if self.reduce is not None and self.state["grad2d"] is not None and self.state["count"] is not None:
-            self.state = {"grad2d": self.reduce(self.state["grad2d"]), "count": self.reduce(self.state["count"])}
         return self.refine(params, optimizers, world_scale())
 
     def due(self, step: int) -> bool:
@@ -73,26 +67,34 @@ class Densifier:
         return c.start <= step <= c.stop and step % c.every == 0 and step > 0
 
     @torch.no_grad()
-    def accumulate(self, meta: dict, n: int, elements: int = 1) -> None:
-        """Add this step's gradient norms; ``meta`` from the rasterizer after backward.
+    def statistics(self, meta: dict, n: int, views: int, elements: int = 1) -> tuple[Tensor, Tensor]:
+        """This step's screen-space gradient norms and view counts, each (N,); ``meta`` from
+        the rasterizer after backward.
 
-        ``elements``: how many terms per view the loss sums (latent or pixel values).
-        Distillation losses are sums, 3DGS photometric losses means; dividing by the count
-        puts the gradients on the scale gsplat's thresholds were tuned for.
+        Args:
+            n: Gaussians.
+            views: the step's views in all (this process may hold a share of them).
+            elements: how many terms per view the loss sums (latent or pixel values).
+                Distillation losses are sums, 3DGS photometric losses means; dividing by the
+                count puts the gradients on the scale gsplat's thresholds were tuned for.
         """
         means2d = meta["means2d"]
+        device = means2d.device
         if means2d.grad is None:
-            return
+            return torch.zeros(n, device=device), torch.zeros(n, device=device)
         grads = means2d.grad.reshape(-1, n, 2) / float(elements)
-        cams = grads.shape[0]
         # the same normalisation as gsplat's strategies, so their thresholds carry over
-        grads[..., 0] *= meta["width"] / 2.0 * cams
-        grads[..., 1] *= meta["height"] / 2.0 * cams
+        grads[..., 0] *= meta["width"] / 2.0 * views
+        grads[..., 1] *= meta["height"] / 2.0 * views
         seen = (meta["radii"].reshape(-1, n, 2) > 0).all(dim=-1)
-        norms = (grads.norm(dim=-1) * seen).sum(0)
-        counts = seen.sum(0).float()
+        return (grads.norm(dim=-1) * seen).sum(0), seen.sum(0).float()
+
+    @torch.no_grad()
+    def add(self, norms: Tensor, counts: Tensor) -> None:
+        """Accumulate a step's statistics (N,) each."""
+        n = norms.shape[0]
         if self.state["grad2d"] is None or self.state["grad2d"].shape[0] != n:
-            self.state = {"grad2d": torch.zeros(n, device=grads.device), "count": torch.zeros(n, device=grads.device)}
+            self.state = {"grad2d": torch.zeros(n, device=norms.device), "count": torch.zeros(n, device=norms.device)}
         self.state["grad2d"] += norms  # type: ignore[operator]
         self.state["count"] += counts  # type: ignore[operator]
 

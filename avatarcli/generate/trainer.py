@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import copy
 import math
+import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,24 +22,26 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from avatarcli.devices import to_device
 from avatarcli.errors import AvatarError
 from avatarcli.generate import losses, stages
 from avatarcli.generate.checkpoint import checkpoint_path, restore_checkpoint, write_checkpoint
 from avatarcli.generate.conditions.renderer import ConditionRenderer
 from avatarcli.generate.config import GenerateConfig
 from avatarcli.generate.densify import Densifier
+from avatarcli.generate.distributed import Group, Share, whole
 from avatarcli.generate.guidance.protocol import Guidance, Scene
 from avatarcli.generate.parameters import AvatarParameters
 from avatarcli.generate.previews import write_preview
-from avatarcli.generate.samplers import PoseSampler, ViewSampler
+from avatarcli.generate.samplers import PoseSampler, Views, ViewSampler
 from avatarcli.model import avatar_file
 from avatarcli.model.avatar import Avatar, check_template, template_meta
 from avatarcli.model.binding import SkinningBinding, TriangleBinding, deform, rest_posed
 from avatarcli.model.gaussians import Gaussians
 from avatarcli.render.cameras import Cameras, framing
 from avatarcli.render.rasterize import render_gaussians
-from avatarcli.signals import deferred_interrupts
-from avatarcli.templates.template import Template
+from avatarcli.signals import Interrupted, InterruptFlag, deferred_interrupts
+from avatarcli.templates.template import Pose, Posed, Template
 
 
 @dataclass
@@ -50,6 +54,7 @@ class StepReport:
     stage: str
     loss_tensor: Tensor
     gaussians: int
+    stop: bool = False  # an interruption was asked for (in any process): stop after this step
 
     @property
     def loss(self) -> float:
@@ -64,10 +69,22 @@ class Trainer:
         template: its template, on the training device.
         guidance: produces the distillation loss.
         config: the run's settings (validated).
+        group: the processes training this avatar together (see
+            :mod:`~avatarcli.generate.distributed`), or None for one process.
+        passes: render and score this process's views of a step in this many passes,
+            adding up their gradients (less memory; the same step up to float rounding).
     """
 
-    def __init__(self, avatar: Avatar, template: Template, guidance: Guidance, config: GenerateConfig) -> None:
+    def __init__(
+        self, avatar: Avatar, template: Template, guidance: Guidance, config: GenerateConfig, group: Group | None = None, passes: int = 1
+    ) -> None:
         check_template(avatar, template)
+        self.group = group
+        share = group.share(config.batch) if group is not None else whole(config.batch)
+        self.passes = share.split(passes)
+        self.interrupt = InterruptFlag()
+        self._stop_flag: Tensor | None = None
+        self.first_step = 1
         self.tpl = template
         self.device = template.device
         self.cfg = config
@@ -112,34 +129,41 @@ class Trainer:
             if stages.wants_residual(self.cfg, self.tpl.kind, self.stage):
                 stages.add_residual(self.model, self.tpl, self.radius)
             self.make_optimizers()
-            self.densifier = Densifier(self.cfg.densify, self.radius, self.densifier.reduce)
+            self.densifier = Densifier(self.cfg.densify, self.radius)
 
     # -- one step ------------------------------------------------------------------------
     def train_step(self) -> StepReport:
         cfg = self.cfg
         progress = self.step / self.total_steps
+        # the whole step's random draws, made in every process alike; each keeps its share
         pose = self.poses(cfg.batch, self.stage)
-        posed = self.tpl.pose(pose, self.model.betas)
-        g = self.model.gaussians()
-        binding = self.model.binding()
-        pg = deform(g, binding, self.tpl, posed)
+        one_pass = len(self.passes) == 1 and self.passes[0].whole
+        with torch.set_grad_enabled(one_pass):  # one pass over every view: pose once, for both
+            posed = self.tpl.pose(pose, self.model.betas)
         views = self.views(posed, cfg.resolution)
-        cams, bg = views.cameras, self._background
-        images, _, meta = render_gaussians(pg, cams, bg)
-        self.densifier.step_pre_backward(meta)
-        conditions = None
-        if self.guidance.wants_conditions():
-            r = self.guidance.resolution
-            ks = cams.Ks.clone()
-            ks[:, :2] *= r / cfg.resolution  # focal lengths and principal point follow the image size
-            with torch.no_grad():
-                conditions = self.conditions(posed, Cameras(cams.viewmats, ks, r, r))
-        scene = Scene(pose, posed, cams, bg)
-        loss, info = self.guidance.loss(images, conditions, views.prompts(cfg.prompt, cfg.view_prompts), progress, self.gen, scene=scene)
-        total = loss + self._regularisers(g, binding)
+        prompts = views.prompts(cfg.prompt, cfg.view_prompts)
+        # the guidance's timesteps and noise come from a generator made afresh from this seed
+        # for every share, so that shares drawn in several passes or processes get one draw
+        seed = int(torch.randint(0, 2**62, (1,), generator=self.gen))
         for opt in (*self.optimizers.values(), *self.extra_optimizers.values()):
             opt.zero_grad(set_to_none=True)
-        total.backward()
+        stats: tuple[Tensor, Tensor] | None = None
+        reported = torch.zeros((), device=self.device)
+        for i, share in enumerate(self.passes):
+            loss, pass_stats = self._pass(pose, views, prompts, share, progress, seed, i == 0 and self.main, posed if one_pass else None)
+            reported = reported + loss
+            stats = pass_stats if stats is None else (stats[0] + pass_stats[0], stats[1] + pass_stats[1])
+        assert stats is not None
+        stop = self.interrupt.requested
+        if self.group is not None:
+            # one all-reduce: gradients, densification statistics, the loss and whether any
+            # process was interrupted (so that all stop after the same step)
+            flags = torch.stack([reported.float(), to_device(torch.tensor(float(stop)), self.device)])
+            self.group.sum_([*self._gradients(), *stats, flags])
+            # the flag is read one step late: reading this step's would make the CPU wait for
+            # the GPU to finish the step; every process reads the same one, so all stop together
+            reported, stop = flags[0], self._stop_flag is not None and bool(self._stop_flag > 0)
+            self._stop_flag = flags[1]
         for opt in self.optimizers.values():
             opt.step()
         if "betas" in self.extra_optimizers and progress < cfg.shape_freeze:
@@ -148,10 +172,66 @@ class Trainer:
             self.extra_optimizers["residual"].step()
         self.step += 1
         in_stage = self.step - self.plan[self.stage_index].start
-        self.densifier.step_post_backward(
-            self.model.params, self.optimizers, meta, in_stage, int(info.get("elements", 1)), self._world_scale
+        self.densifier.step_post_backward(self.model.params, self.optimizers, stats, in_stage, self._world_scale)
+        return StepReport(self.step, self.total_steps, self.stage, reported, len(self.model), stop)
+
+    def _pass(
+        self,
+        pose: Pose,
+        views: Views,
+        prompts: list[str],
+        share: Share,
+        progress: float,
+        seed: int,
+        regularise: bool,
+        posed: Posed | None = None,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Render and score the views of ``share`` and backpropagate (gradients accumulate).
+
+        Args:
+            pose, views, prompts: the whole step's.
+            seed: the step's seed for the guidance's draws.
+            regularise: add the regularisers (once per step, in one pass of one process).
+            posed: the posed templates of these views, when already made (with gradients).
+
+        Returns:
+            the loss (detached) and the densification statistics of these views.
+        """
+        cfg = self.cfg
+        pose = pose if share.whole else pose.index(share.views)
+        if posed is None:
+            posed = self.tpl.pose(pose, self.model.betas)
+        cams, bg = views.cameras.index(share.views), self._background
+        g = self.model.gaussians()
+        binding = self.model.binding()
+        images, _, meta = render_gaussians(deform(g, binding, self.tpl, posed), cams, bg)
+        self.densifier.step_pre_backward(meta)
+        conditions = None
+        if self.guidance.wants_conditions():
+            r = self.guidance.resolution
+            ks = cams.Ks.clone()
+            ks[:, :2] *= r / cfg.resolution  # focal lengths and principal point follow the image size
+            with torch.no_grad():
+                conditions = self.conditions(posed, Cameras(cams.viewmats, ks, r, r))
+        scene = Scene(pose, posed, cams, bg, share)
+        loss, info = self.guidance.loss(
+            images, conditions, prompts[share.views], progress, torch.Generator().manual_seed(seed), scene=scene
         )
-        return StepReport(self.step, self.total_steps, self.stage, total.detach(), len(self.model))
+        total = loss + self._regularisers(g, binding) if regularise else loss
+        total.backward()
+        return total.detach(), self.densifier.statistics(meta, len(g), cfg.batch, int(info.get("elements", 1)))
+
+    def _gradients(self) -> list[Tensor]:
+        """Every trainable tensor's gradient, in a fixed order (zeros where none flowed)."""
+        params = [*self.optimizers.values(), *self.extra_optimizers.values()]
+        grads = []
+        for opt in params:
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+                    grads.append(p.grad)
+        return grads
 
     def _regularisers(self, g: Gaussians, binding: TriangleBinding | SkinningBinding) -> Tensor:
         cfg = self.cfg
@@ -183,28 +263,67 @@ class Trainer:
             if on_step is not None:
                 on_step(report)
 
+    @property
+    def main(self) -> bool:
+        """Whether this process writes files (the only one, or the first of several)."""
+        return self.group is None or self.group.main
+
     def run(self, output: str | Path, on_step: Callable[[StepReport], None] | None = None, preview_dir: Path | None = None) -> Avatar:
         """Train to the end and write the avatar to ``output``, checkpointing beside it as
-        configured. Ctrl-C or SIGTERM finishes the step under way, checkpoints, and raises
+        configured (the first process only, when there are several). Ctrl-C or SIGTERM
+        finishes the step under way, checkpoints, and raises
         :class:`~avatarcli.signals.Interrupted`; resuming from that checkpoint continues
         exactly as an uninterrupted run would."""
         cfg = self.cfg
+        self.first_step = self.step + 1
+        started, first_done, first_at = time.perf_counter(), 0.0, 0.0
         with deferred_interrupts() as interrupt:
+            self.interrupt = interrupt
 
             def after_step(report: StepReport) -> None:
-                if on_step is not None:
+                nonlocal first_done, first_at
+                if report.step == self.first_step:
+                    first_done, first_at = time.perf_counter(), time.time()
+                if on_step is not None and self.main:
                     on_step(report)
-                if preview_dir is not None and cfg.preview_every and self.step % cfg.preview_every == 0:
+                if self.main and preview_dir is not None and cfg.preview_every and self.step % cfg.preview_every == 0:
                     self.write_preview(preview_dir / f"step_{self.step:06d}.png")
-                if interrupt.requested or (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < self.total_steps):
+                periodic = cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < self.total_steps
+                if self.main and (report.stop or periodic):
                     self.save(output)
-                interrupt.check()
+                if report.stop:
+                    raise Interrupted(interrupt.signum or signal.SIGINT)
 
-            self.train(after_step)
+            try:
+                self.train(after_step)
+            finally:
+                self.interrupt = InterruptFlag()
             avatar = self.avatar(final=True)
-            avatar_file.save(avatar, output)
-            write_checkpoint(checkpoint_path(output), self)
+            avatar.meta["run"] = {**self._timings(started, first_done), "first_step_at": round(first_at, 3)}
+            if self.main:
+                avatar_file.save(avatar, output)
+                write_checkpoint(checkpoint_path(output), self)
         return avatar
+
+    def _timings(self, started: float, first_done: float) -> dict:
+        """How the run went: wall seconds, the first step's (compilation included), the
+        steady time per step, processes and peak GPU memory."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        steps = self.step - self.first_step + 1
+        first = (first_done or now) - started
+        out = {
+            "steps": steps,
+            "seconds": round(now - started, 3),
+            "first_step_seconds": round(first, 3),
+            "ms_per_step": round(1000 * (now - started - first) / max(steps - 1, 1), 2),
+            "processes": self.group.size if self.group is not None else 1,
+            "device": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
+        }
+        if self.device.type == "cuda":
+            out["peak_gib"] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 2)
+        return out
 
     def avatar(self, final: bool = False) -> Avatar:
         """A snapshot of the avatar being trained, on the CPU (it shares nothing with the trainer)."""

@@ -9,7 +9,6 @@ one architecture, so one folder serves both.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import subprocess
@@ -31,29 +30,12 @@ class Models:
     taesd: Path
 
 
-def _build(folder: Path) -> None:
-    from diffusers import AutoencoderTiny
-
-    from avatarcli.generate.guidance.random_weights import save_components, sd15_components
-
-    comps = sd15_components(torch.device("cuda"), torch.float16)
-    save_components(comps, folder)
-    with torch.device("cuda"):
-        AutoencoderTiny().to(torch.float16).save_pretrained(folder / "taesd")
-    del comps
-    torch.cuda.empty_cache()
-
-
 def random_weight_models() -> Models:
     """The random-weight folders, built once per machine (other test processes wait)."""
-    MODELS.mkdir(parents=True, exist_ok=True)
-    done = MODELS / "complete"
-    with open(MODELS / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not done.exists():
-            _build(MODELS)
-            done.write_text("ok\n")
-    return Models(MODELS / "base", MODELS / "controlnet", MODELS / "taesd")
+    from avatarcli.generate.guidance.random_weights import write_sd15_folders
+
+    paths = write_sd15_folders(MODELS, torch.device("cuda"))
+    return Models(paths["base"], paths["controlnet"], paths["taesd"])
 
 
 @dataclass
@@ -64,11 +46,22 @@ class Run:
     seconds: float
 
 
+def _environment() -> dict[str, str]:
+    """The environment of a CLI run: with several GPUs, each test worker (pytest-xdist) runs
+    its commands on its own one."""
+    env = dict(os.environ)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    count = torch.cuda.device_count()
+    if count > 1 and "CUDA_VISIBLE_DEVICES" not in os.environ:
+        env["CUDA_VISIBLE_DEVICES"] = str(int(worker.removeprefix("gw") or 0) % count)
+    return env
+
+
 def avatar(*args: str | Path, timeout: float = 900, check: bool = True) -> Run:
     """Run ``avatar ARGS`` as a user would: a fresh Python process on the real CLI."""
     cmd = [sys.executable, "-m", "avatarcli", *map(str, args)]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=_environment())
     run = Run(proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - t0)
     if check and run.code != 0:
         raise AssertionError(f"avatar {' '.join(map(str, args))} exited {run.code}:\n{run.stderr[-4000:]}")
@@ -91,15 +84,17 @@ def generate_killed_at(step: int, args: list[str | Path], checkpoint: Path, time
     (a periodic checkpoint), and return the seconds it ran."""
     cmd = [sys.executable, "-m", "avatarcli", "generate", *map(str, args)]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    try:
-        while metadata(checkpoint).get("step") != step:
-            if proc.poll() is not None:
-                raise AssertionError(f"generate ended (exit {proc.returncode}) before step {step}:\n{proc.stderr.read()[-4000:]}")
-            if time.perf_counter() - t0 > timeout:
-                raise AssertionError(f"no checkpoint of step {step} within {timeout} s")
-            time.sleep(0.5)
-    finally:
-        proc.kill()
-        proc.wait()
+    log = checkpoint.with_suffix(".log")
+    with open(log, "w") as err:  # a file, not a pipe: nobody reads while it runs
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True, cwd=ROOT, env=_environment())
+        try:
+            while metadata(checkpoint).get("step") != step:
+                if proc.poll() is not None:
+                    raise AssertionError(f"generate ended (exit {proc.returncode}) before step {step}:\n{log.read_text()[-4000:]}")
+                if time.perf_counter() - t0 > timeout:
+                    raise AssertionError(f"no checkpoint of step {step} within {timeout} s")
+                time.sleep(0.5)
+        finally:
+            proc.kill()
+            proc.wait()
     return time.perf_counter() - t0

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from avatarcli.devices import to_device
 from avatarcli.errors import AvatarError
+from avatarcli.generate.distributed import whole
 from avatarcli.generate.guidance.protocol import Scene
 from avatarcli.generate.guidance.scores import (
     HEAD_TIMESTEPS,
@@ -293,7 +294,7 @@ class DiffusionGuidance:
         generator: torch.Generator,
         scene: Scene | None = None,
     ) -> tuple[Tensor, dict]:
-        """See :meth:`avatarcli.guidance.Guidance.loss`; ``scene`` is not needed here."""
+        """See :meth:`avatarcli.generate.guidance.protocol.Guidance.loss`; of ``scene`` only the share is used."""
         cfg = self.config
         b = images.shape[0]
         r = cfg.resolution
@@ -302,8 +303,9 @@ class DiffusionGuidance:
         if conditions is not None:
             cond = F.interpolate(conditions.permute(0, 3, 1, 2), size=(r, r), mode="bilinear", align_corners=False)
         latents = self.encode(x)
-        t = to_device(cfg.timesteps.sample(b, progress, self.num_timesteps, generator), self.device)
-        noise = to_device(torch.randn(latents.shape, generator=generator), self.device)
+        share = scene.share if scene is not None else whole(b)
+        t = to_device(share.take(cfg.timesteps.sample(share.total, progress, self.num_timesteps, generator)), self.device)
+        noise = to_device(share.take(torch.randn((share.total, *latents.shape[1:]), generator=generator)), self.device)
         ab = self.c.alphas_cumprod[t].float().view(-1, 1, 1, 1)
         with torch.no_grad():
             z_t = ab.sqrt() * latents.detach() + (1 - ab).sqrt() * noise
@@ -318,4 +320,4 @@ class DiffusionGuidance:
             else:
                 delta = asd_delta(eps[0], eps[1], noise, t, cfg.guidance_scale, cfg.asd_tau)
             grad = torch.nan_to_num(sds_weight(self.c.alphas_cumprod.float(), t) * delta)
-        return distillation_loss(latents, grad), {"t": t, "elements": latents[0].numel()}
+        return distillation_loss(latents, grad, share.total), {"t": t, "elements": latents[0].numel()}

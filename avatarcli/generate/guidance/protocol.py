@@ -15,6 +15,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from avatarcli.generate.distributed import Share
 from avatarcli.render.cameras import Cameras
 from avatarcli.templates.template import Pose, Posed
 
@@ -22,12 +23,16 @@ from avatarcli.templates.template import Pose, Posed
 @dataclass
 class Scene:
     """What a training step rendered: the poses, the posed templates (with the avatar's
-    shape), the cameras and the background."""
+    shape), the cameras and the background of this process's views, and which of the step's
+    views they are (``share``; the whole step in a single process). A guidance draws its
+    random timesteps and noise for the whole step and keeps this share, so that several
+    processes together draw what one would."""
 
     pose: Pose
     posed: Posed
     cameras: Cameras
     background: Tensor
+    share: Share
 
 
 class Guidance(Protocol):

@@ -144,3 +144,30 @@ def save_components(components: Components, folder: Path) -> DiffusionSpec:
     if components.controlnet is not None:
         components.controlnet.save_pretrained(cn)  # type: ignore[attr-defined]
     return DiffusionSpec(str(base), str(cn) if components.controlnet is not None else None)
+
+
+def write_sd15_folders(folder: Path, device: torch.device) -> dict[str, Path]:
+    """The full-size SD 1.5 networks at random weights as diffusers folders, fp16: ``base``
+    (UNet, VAE, text encoder, tokenizer, scheduler), ``controlnet`` and ``taesd`` (a tiny
+    autoencoder for ``--encoder``). The head's face and the body's OpenPose ControlNets share
+    one architecture, so one folder serves both. Built once: a folder already complete is
+    reused (other processes wait on a lock)."""
+    import fcntl
+
+    from diffusers import AutoencoderTiny
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"base": folder / "base", "controlnet": folder / "controlnet", "taesd": folder / "taesd"}
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / "complete").exists():
+            comps = sd15_components(device, torch.float16)
+            save_components(comps, folder)
+            del comps
+            with torch.random.fork_rng(devices=[]), quiet_loading(), torch.device(device):
+                torch.manual_seed(0)
+                AutoencoderTiny().to(torch.float16).save_pretrained(paths["taesd"])
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            (folder / "complete").write_text("ok\n")
+    return paths

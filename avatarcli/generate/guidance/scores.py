@@ -54,10 +54,14 @@ def asd_delta(eps_uncond: Tensor, eps_cond: Tensor, noise: Tensor, t: Tensor, sc
     return torch.where(late, delta_n + scale * delta_c, delta_c)
 
 
-def distillation_loss(latents: Tensor, grad: Tensor) -> Tensor:
-    """0.5 ||z - stopgrad(z - grad)||^2 / B: its gradient with respect to z is grad / B."""
+def distillation_loss(latents: Tensor, grad: Tensor, views: int | None = None) -> Tensor:
+    """0.5 ||z - stopgrad(z - grad)||^2 / B: its gradient with respect to z is grad / B.
+
+    ``views``: B, the step's views in all (default: the views here); with several
+    processes each sums its share over the whole step's count, so the shares add up.
+    """
     target = (latents - grad).detach()
-    return 0.5 * ((latents - target) ** 2).sum() / latents.shape[0]
+    return 0.5 * ((latents - target) ** 2).sum() / (views or latents.shape[0])
 
 
 def sds_weight(alphas_cumprod: Tensor, t: Tensor) -> Tensor:
