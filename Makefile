@@ -31,7 +31,7 @@ GPU_ENV = PYTHONPATH=$(GPU_SITE):$(CURDIR) TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16
 gpu-test:
 	$(GPU_PY) -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $(GPU_SITE) .whl/*.whl
 	$(GPU_ENV) $(GPU_PY) -c "from gsplat.cuda._backend import _C"  # gsplat builds its CUDA kernels once (about a minute)
-	$(GPU_ENV) $(GPU_PY) -m pytest -p no:cacheprovider -m cuda -n 3 -v --durations=0 tests/cuda
+	$(GPU_ENV) $(GPU_PY) -m pytest -p no:cacheprovider -m cuda -n 4 -v --durations=0 tests/cuda
 
 lint:
 	$(PY) -m ruff check avatarcli tests bench
