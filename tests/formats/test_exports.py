@@ -7,12 +7,14 @@ import pytest
 import torch
 import trimesh
 from plyfile import PlyData
+from scipy.spatial import cKDTree
 
 from avatarcli import api
 from avatarcli.errors import AvatarError
 from avatarcli.formats.gltf import build_glb, read_glb_json
-from avatarcli.formats.ply import ply_fields, read_ply
+from avatarcli.formats.ply import drop_empty_ply_elements, ply_fields, read_ply
 from avatarcli.model.binding import deform
+from avatarcli.model.gaussians import sh0_to_rgb
 from avatarcli.motion.builtin import builtin_motion
 from avatarcli.motion.motion import to_template_poses
 from avatarcli.rotations import quat_to_matrix
@@ -57,13 +59,75 @@ def test_sequence_writes_a_ply_per_frame(head_avatar, head_template, tmp_path):
     assert not torch.equal(first.means, mid.means)
 
 
-def test_splat_and_compressed_ply(head_avatar, head_template, tmp_path):
+def test_splat_file_size(head_avatar, tmp_path):
     api.export(head_avatar, tmp_path / "h.splat")
     assert (tmp_path / "h.splat").stat().st_size == 32 * len(head_avatar)
-    api.export(head_avatar, tmp_path / "h.compressed.ply")
-    ply = PlyData.read(str(tmp_path / "h.compressed.ply"))
-    names = [e.name for e in ply.elements]
-    assert "chunk" in names and ply["vertex"].count == len(head_avatar)
+
+
+def _decode_compressed_ply(path):
+    """SuperSplat's compressed .ply back to float values (its published layout): chunks of
+    256 Gaussians with min/max bounds; 11-10-11 bit positions and log-scales, the rotation as
+    its three smallest components in 10 bits each plus the index of the largest, 8-bit colour
+    and opacity."""
+    ply = PlyData.read(str(path))
+    ch, v = ply["chunk"].data, ply["vertex"].data
+    c = np.arange(len(v)) // 256
+
+    def lerp(lo, hi, t):
+        return ch[lo][c] + t * (ch[hi][c] - ch[lo][c])
+
+    def unpack_111011(x):
+        x = x.astype(np.int64)
+        return ((x >> 21) & 2047) / 2047, ((x >> 11) & 1023) / 1023, (x & 2047) / 2047
+
+    px, py, pz = unpack_111011(v["packed_position"])
+    means = np.stack([lerp("min_x", "max_x", px), lerp("min_y", "max_y", py), lerp("min_z", "max_z", pz)], 1)
+    steps = np.stack([(ch[f"max_{a}"] - ch[f"min_{a}"])[c] / n for a, n in zip("xyz", (2047, 1023, 2047), strict=True)], 1)
+    sx, sy, sz = unpack_111011(v["packed_scale"])
+    log_scales = np.stack([lerp(f"min_scale_{a}", f"max_scale_{a}", t) for a, t in zip("xyz", (sx, sy, sz), strict=True)], 1)
+    col = v["packed_color"].astype(np.int64)
+    rgb = np.stack([lerp(f"min_{a}", f"max_{a}", ((col >> s) & 255) / 255) for a, s in (("r", 24), ("g", 16), ("b", 8))], 1)
+    opacity = (col & 255) / 255
+    rot = v["packed_rotation"].astype(np.int64)
+    small = np.stack([((rot >> s) & 1023) / 1023 for s in (20, 10, 0)], 1)
+    small = (small - 0.5) / (np.sqrt(2) * 0.5)
+    largest = rot >> 30
+    quats = np.zeros((len(v), 4))
+    others = np.array([[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]])[largest]
+    np.put_along_axis(quats, others, small, axis=1)
+    quats[np.arange(len(v)), largest] = np.sqrt(np.clip(1 - (small**2).sum(1), 0, 1))
+    return ply, means, steps, log_scales, quats, opacity, rgb
+
+
+def test_compressed_ply_declares_no_empty_element_and_round_trips(head_avatar, head_template, tmp_path):
+    out = tmp_path / "h.compressed.ply"
+    api.export(head_avatar, out)
+    assert head_avatar.gaussians.sh_degree == 0
+    ply, means, steps, log_scales, quats, opacity, rgb = _decode_compressed_ply(out)
+    # every element declares a property: the empty `element sh N` made readers refuse the file
+    assert [e.name for e in ply.elements] == ["chunk", "vertex"]
+    assert all(len(e.properties) > 0 for e in ply.elements)
+    assert b"element sh" not in out.read_bytes()[:2000]
+    want = head_avatar.posed(head_template).gaussians()
+    assert len(means) == len(want)
+    # the writer reorders the Gaussians (Morton order): match them by position
+    _, idx = cKDTree(want.means.double().numpy()).query(means)
+    assert len(np.unique(idx)) == len(idx)
+    assert (np.abs(means - want.means.double().numpy()[idx]) <= 0.5 * steps + 1e-6).all()  # half a quantisation step
+    assert np.abs(log_scales - want.log_scales.double().numpy()[idx]).max() < 0.02
+    assert np.abs(opacity - torch.sigmoid(want.opacity_logits).double().numpy()[idx]).max() < 1 / 255 + 1e-6
+    assert np.abs(rgb - sh0_to_rgb(want.sh[:, 0]).double().numpy()[idx]).max() < 1 / 255 + 1e-6
+    wq = torch.nn.functional.normalize(want.quats.double(), dim=-1).numpy()[idx]
+    assert np.abs((quats * wq).sum(1)).min() > 0.999
+
+
+def test_drop_empty_ply_elements_keeps_the_data():
+    body = bytes(range(24))
+    header = b"ply\nformat binary_little_endian 1.0\nelement vertex 2\nproperty float a\nproperty float b\nproperty float c\n"
+    data = header + b"element sh 2\ncomment nothing here\nend_header\n" + body
+    out = drop_empty_ply_elements(data)
+    assert out == header + b"end_header\n" + body
+    assert drop_empty_ply_elements(out) == out
 
 
 def _glb_accessor(js, binary, i):
