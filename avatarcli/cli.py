@@ -342,7 +342,13 @@ def animate(
     output: Annotated[str, typer.Option("--output", "-o", help="A folder of PNG frames, an .mp4 or a .gif.")],
     fps: Annotated[Optional[float], typer.Option(help="Output frame rate (default: the motion's).")] = None,
     size: Annotated[str, typer.Option(help="Frame size: N or WxH.")] = "512",
-    camera: Annotated[str, typer.Option(help="front (fixed, frames the whole clip), follow (tracks the root) or orbit.")] = "front",
+    camera: Annotated[
+        str,
+        typer.Option(
+            help="auto (follow when the root travels more than half the avatar's height, as in a walk; else front), "
+            "front (fixed, frames the whole clip), follow (tracks the root) or orbit."
+        ),
+    ] = "auto",
     distance: Annotated[Optional[float], typer.Option(help="Camera distance in metres (default: framed).")] = None,
     elevation: Annotated[Optional[float], typer.Option(help="Camera elevation in degrees.")] = None,
     azimuth: Annotated[float, typer.Option(help="Camera azimuth in degrees; 0 faces the avatar.")] = 0.0,
@@ -376,7 +382,7 @@ def animate(
         result = api.animate(avatar, motion, output, options, motion_fps=motion_fps, template=template, device=device, on_notice=warn,
                              on_frames=on_frames)  # fmt: skip
     rows = [("wrote", output), ("motion", result.motion.source), ("frames", duration_text(len(result.plan), result.plan.fps)),
-            ("size", f"{wh[0]}x{wh[1]}"), ("camera", camera)]  # fmt: skip
+            ("size", f"{wh[0]}x{wh[1]}"), ("camera", result.plan.camera)]  # fmt: skip
     summary("avatar animate", rows)
 
 
