@@ -29,6 +29,7 @@ from avatarcli.fileio import atomic_folder, check_writable
 from avatarcli.formats.frames import FrameWriter, grid, output_kind, write_png, write_png_folder
 from avatarcli.formats.gltf import write_glb
 from avatarcli.formats.ply import read_ply, write_gsplat_format, write_ply
+from avatarcli.formats.splat_gltf import write_splat_glb
 from avatarcli.generate.checkpoint import checkpoint_path
 from avatarcli.generate.config import GenerateConfig, recipe
 from avatarcli.generate.guidance.scores import SCORES
@@ -48,7 +49,7 @@ from avatarcli.templates.template import Pose, Template
 
 AvatarInput = Avatar | str | Path
 MotionInput = Motion | str | Path
-EXPORT_FORMATS = ("ply", "compressed-ply", "splat", "glb")
+EXPORT_FORMATS = ("ply", "compressed-ply", "splat", "glb", "splat-gltf")
 MAX_SEED = 2**63 - 1
 
 
@@ -449,12 +450,13 @@ def export_format(output: str | Path, fmt: str | None = None) -> str:
             raise AvatarError(f"unknown export format {fmt!r}: choose {', '.join(EXPORT_FORMATS)}")
         return fmt
     name = str(output).lower()
-    if name.endswith(".compressed.ply"):
-        return "compressed-ply"
-    for suffix, f in ((".ply", "ply"), (".splat", "splat"), (".glb", "glb")):
+    for suffix, f in ((".compressed.ply", "compressed-ply"), (".splat.glb", "splat-gltf"), (".ply", "ply"), (".splat", "splat"),
+                      (".glb", "glb")):  # fmt: skip
         if name.endswith(suffix):
             return f
-    raise AvatarError(f"cannot tell the export format of {output}: use .ply, .compressed.ply, .splat or .glb (or name the format)")
+    raise AvatarError(
+        f"cannot tell the export format of {output}: use .ply, .compressed.ply, .splat, .glb or .splat.glb (or name the format)"
+    )
 
 
 def _motion_poses(motion: Motion, template: Template) -> Pose:
@@ -480,7 +482,9 @@ def export(
     """Write the avatar in a format other tools open; returns the files written.
 
     Formats: ``.ply`` (INRIA 3DGS), ``.compressed.ply`` (SuperSplat), ``.splat``, ``.glb``
-    (the skinned template mesh; with ``motion``, its animation). Gaussian formats are the
+    (the skinned template mesh with expression morph targets; with ``motion``, its
+    animation), ``.splat.glb`` (format ``splat-gltf``: the Gaussians in glTF through
+    KHR_gaussian_splatting, SH degrees up to the avatar's own). Gaussian formats are the
     rest pose, or ``frame`` of ``motion``; ``sequence`` writes one .ply per motion frame into
     the folder ``output``.
     """
@@ -515,6 +519,8 @@ def export(
         g = av.posed(tpl, None if poses is None else poses.index([frame or 0])).gaussians(0)
     if kind == "ply":
         write_ply(g, output, sh_degree)
+    elif kind == "splat-gltf":
+        write_splat_glb(g, output, sh_degree)
     else:
         write_gsplat_format(g, output, "splat" if kind == "splat" else "ply_compressed")
     return [Path(output)]

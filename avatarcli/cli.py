@@ -416,14 +416,27 @@ def motions(
 @app.command()
 def export(
     avatar: Annotated[str, typer.Argument(help="An .avatar file ('-' reads stdin).")],
-    output: Annotated[str, typer.Option("--output", "-o", help=".ply (3DGS), .compressed.ply, .splat, .glb, or a folder with --sequence.")],
-    fmt: Annotated[Optional[str], typer.Option("--format", help="ply, compressed-ply, splat or glb (default: from the name).")] = None,
+    output: Annotated[
+        str,
+        typer.Option(
+            "--output",
+            "-o",
+            help=".ply (3DGS), .compressed.ply, .splat, .glb (skinned mesh), .splat.glb (KHR_gaussian_splatting), "
+            "or a folder with --sequence.",
+        ),
+    ],
+    fmt: Annotated[
+        Optional[str], typer.Option("--format", help="ply, compressed-ply, splat, glb or splat-gltf (default: from the name).")
+    ] = None,
     motion: Annotated[
         Optional[str], typer.Option(help="Pose the avatar with this motion (file or built-in name); for .glb it becomes the animation.")
     ] = None,
     frame: Annotated[Optional[int], typer.Option(help="Which motion frame to export (default 0).")] = None,
     sequence: Annotated[bool, typer.Option(help="Write one .ply per motion frame into the output folder.")] = False,
-    sh_degree: Annotated[int, typer.Option(help="SH degree written to .ply (3 suits every viewer; missing bands are zero).")] = 3,
+    sh_degree: Annotated[
+        int,
+        typer.Option(help="SH degree written to .ply (3 suits every viewer; missing bands are zero); .splat.glb: at most the avatar's."),
+    ] = 3,
     motion_fps: Annotated[Optional[float], typer.Option("--motion-fps", help="Frame rate of .npy motions, which do not store one.")] = None,
     template: TemplateOpt = None,
     device: DeviceOpt = "cpu",
