@@ -30,6 +30,7 @@ from avatarcli.formats.frames import FrameWriter, grid, output_kind, write_png, 
 from avatarcli.formats.gltf import write_glb
 from avatarcli.formats.ply import read_ply, write_gsplat_format, write_ply
 from avatarcli.formats.splat_gltf import write_splat_glb
+from avatarcli.formats.web_player import write_html
 from avatarcli.generate.checkpoint import checkpoint_path
 from avatarcli.generate.config import GenerateConfig, recipe
 from avatarcli.generate.guidance.scores import SCORES
@@ -49,7 +50,7 @@ from avatarcli.templates.template import Pose, Template
 
 AvatarInput = Avatar | str | Path
 MotionInput = Motion | str | Path
-EXPORT_FORMATS = ("ply", "compressed-ply", "splat", "glb", "splat-gltf")
+EXPORT_FORMATS = ("ply", "compressed-ply", "splat", "glb", "splat-gltf", "html")
 MAX_SEED = 2**63 - 1
 
 
@@ -451,11 +452,11 @@ def export_format(output: str | Path, fmt: str | None = None) -> str:
         return fmt
     name = str(output).lower()
     for suffix, f in ((".compressed.ply", "compressed-ply"), (".splat.glb", "splat-gltf"), (".ply", "ply"), (".splat", "splat"),
-                      (".glb", "glb")):  # fmt: skip
+                      (".glb", "glb"), (".html", "html"), (".htm", "html")):  # fmt: skip
         if name.endswith(suffix):
             return f
     raise AvatarError(
-        f"cannot tell the export format of {output}: use .ply, .compressed.ply, .splat, .glb or .splat.glb (or name the format)"
+        f"cannot tell the export format of {output}: use .ply, .compressed.ply, .splat, .glb, .splat.glb or .html (or name the format)"
     )
 
 
@@ -484,17 +485,18 @@ def export(
     Formats: ``.ply`` (INRIA 3DGS), ``.compressed.ply`` (SuperSplat), ``.splat``, ``.glb``
     (the skinned template mesh with expression morph targets; with ``motion``, its
     animation), ``.splat.glb`` (format ``splat-gltf``: the Gaussians in glTF through
-    KHR_gaussian_splatting, SH degrees up to the avatar's own). Gaussian formats are the
-    rest pose, or ``frame`` of ``motion``; ``sequence`` writes one .ply per motion frame into
-    the folder ``output``.
+    KHR_gaussian_splatting, SH degrees up to the avatar's own), ``.html`` (a self-contained
+    page that plays ``motion``, skinning the Gaussians on the GPU; the rest pose without one).
+    Gaussian formats are the rest pose, or ``frame`` of ``motion``; ``sequence`` writes one
+    .ply per motion frame into the folder ``output``.
     """
     kind = "ply" if sequence else export_format(output, fmt)
     if not 0 <= sh_degree <= 3:
         raise AvatarError(f"the SH degree must be between 0 and 3 (got {sh_degree})")
     if frame is not None and motion is None:
         raise AvatarError("a frame number needs a motion")
-    if kind == "glb" and frame is not None:
-        raise AvatarError("a frame does not apply to .glb: the whole motion becomes its animation")
+    if kind in ("glb", "html") and frame is not None:
+        raise AvatarError(f"a frame does not apply to .{kind}: the whole motion plays in it")
     if sequence and motion is None:
         raise AvatarError("a sequence needs a motion")
     if sequence and Path(output).suffix:
@@ -505,6 +507,9 @@ def export(
     tpl = load_template(av.kind, template, resolve_device(device))
     if kind == "glb":
         write_glb(av, tpl, output, mot)
+        return [Path(output)]
+    if kind == "html":
+        write_html(av, tpl, output, mot)
         return [Path(output)]
     av = av.to(tpl.device)
     poses = None if mot is None else _motion_poses(mot, tpl)

@@ -422,14 +422,14 @@ def export(
             "--output",
             "-o",
             help=".ply (3DGS), .compressed.ply, .splat, .glb (skinned mesh), .splat.glb (KHR_gaussian_splatting), "
-            "or a folder with --sequence.",
+            ".html (one page that plays --motion, offline), or a folder with --sequence.",
         ),
     ],
     fmt: Annotated[
-        Optional[str], typer.Option("--format", help="ply, compressed-ply, splat, glb or splat-gltf (default: from the name).")
+        Optional[str], typer.Option("--format", help="ply, compressed-ply, splat, glb, splat-gltf or html (default: from the name).")
     ] = None,
     motion: Annotated[
-        Optional[str], typer.Option(help="Pose the avatar with this motion (file or built-in name); for .glb it becomes the animation.")
+        Optional[str], typer.Option(help="Pose the avatar with this motion (file or built-in name); .glb and .html play all of it.")
     ] = None,
     frame: Annotated[Optional[int], typer.Option(help="Which motion frame to export (default 0).")] = None,
     sequence: Annotated[bool, typer.Option(help="Write one .ply per motion frame into the output folder.")] = False,
@@ -441,7 +441,7 @@ def export(
     template: TemplateOpt = None,
     device: DeviceOpt = "cpu",
 ) -> None:
-    """Export to files other tools open: 3DGS .ply / .splat, or a skinned .glb for game engines."""
+    """Export to files other tools open: 3DGS .ply / .splat / .splat.glb, a skinned .glb for game engines, or a web page."""
     from avatarcli import api
 
     written = api.export(avatar, output, fmt=fmt, motion=motion, frame=frame, sequence=sequence, sh_degree=sh_degree,

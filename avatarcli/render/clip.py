@@ -60,14 +60,16 @@ class AnimateOptions:
 
 @dataclass
 class FramePlan:
-    """Everything needed to render a clip: a pose and a camera per frame, and which kind of
-    camera that is ("front", "follow" or "orbit"; ``auto`` resolved)."""
+    """Everything needed to render a clip: a pose and a camera per frame, which kind of
+    camera that is ("front", "follow" or "orbit"; ``auto`` resolved) and the points (T, 3)
+    the cameras look at."""
 
     poses: Pose
     cameras: Cameras
     fps: float
     retarget: Retarget
     camera: str = "front"
+    targets: Tensor | None = None
 
     def __len__(self) -> int:
         return self.poses.batch
@@ -128,7 +130,7 @@ def plan_frames(avatar: Avatar, template: Template, motion: Motion, opts: Animat
         azimuth = azimuth + 360.0 * torch.arange(t, dtype=torch.float32) / max(t, 1)
     eyes = orbit_positions(targets, torch.full((t,), float(distance)), azimuth, torch.full((t,), float(elevation)))
     cams = Cameras(look_at(eyes, targets), intrinsics(torch.full((t,), float(opts.fovy)), w, h), w, h).to(device)
-    return FramePlan(poses, cams, fps, retarget, camera)
+    return FramePlan(poses, cams, fps, retarget, camera, targets)
 
 
 @torch.no_grad()
