@@ -11,8 +11,10 @@ rest-pose Gaussians each frame as avatarcli's body binding does:
 
 with A_i the skinning transforms forward kinematics gives from the motion's joint rotations
 (interpolated between frames) and q_i their rotations, signs agreeing with the parent's.
-Bodies follow this exactly but for pose-corrective offsets and weights cut to the four
-largest. Head Gaussians ride their triangles in avatarcli; here they take the triangle's
+Bodies follow this exactly but for pose-corrective offsets and the smallest weights, left out
+once the kept ones hold ``WEIGHT_MASS`` of each Gaussian's total (a learnt weight correction
+may spread a Gaussian over dozens of joints, so no fixed count of joints would do). Head
+Gaussians ride their triangles in avatarcli; here they take the triangle's
 skinning weights at their foot point and their expression offsets (finite differences of
 the real binding), a close approximation (``player_pose`` evaluates the page's formula).
 Scales and higher SH bands are not animated (the page shows the diffuse colour).
@@ -24,8 +26,9 @@ The data is one little-endian blob (base64 in the page) and a JSON description, 
     scales     float16 (N, 3)  linear scales
     quats      float16 (N, 4)  rest rotations x, y, z, w
     colors     uint8   (N, 4)  diffuse colour (display sRGB) and opacity
-    joints     uint8   (N, 4)  skinning joints (uint16 past 255 joints)
-    weights    float16 (N, 4)  their weights (the player renormalises)
+    influences uint8   (N,)    how many joints move each Gaussian (uint16 past 255 joints)
+    influenceJoints  uint8   (I,)  those joints, Gaussian after Gaussian (uint16 past 255)
+    influenceWeights float16 (I,)  their weights (the player renormalises each Gaussian's)
     expr       float16 (M, K, 3)  offsets of the first M Gaussians per expression coefficient
     restJoints float32 (J, 3)  rest joint positions; ``parents`` in the JSON
     rotations  float32 (F, J, 4)  local joint rotations x, y, z, w per frame
@@ -49,7 +52,6 @@ import torch
 from torch import Tensor
 
 from avatarcli.fileio import atomic_path
-from avatarcli.formats.gltf import top4_weights
 from avatarcli.model.avatar import Avatar
 from avatarcli.model.binding import SkinningBinding, TriangleBinding, rest_posed
 from avatarcli.model.gaussians import sh0_to_rgb
@@ -59,6 +61,7 @@ from avatarcli.rotations import axis_angle_to_quat, quat_multiply, quat_to_matri
 from avatarcli.templates.template import Template
 
 EXPR_EPS = 1e-6  # metres: a Gaussian whose offsets all stay below this has none
+WEIGHT_MASS = 0.999  # each Gaussian keeps its largest skinning weights until they sum to this
 FORMAT_VERSION = 1
 
 
@@ -107,6 +110,24 @@ def skinning_weights(avatar: Avatar, template: Template) -> Tensor:
     return (template.weights[corners] * _foot_barycentrics(avatar.gaussians.means)[..., None]).sum(1)
 
 
+def sparse_weights(weights: np.ndarray, mass: float = WEIGHT_MASS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The largest weights of each row of ``weights`` (N, J) that together hold ``mass`` of
+    the row's sum (at least one), renormalised.
+
+    Returns:
+        counts (N,), then joints (I,) and weights (I,) row after row, largest first.
+    """
+    order = np.argsort(-weights, axis=1, kind="stable")
+    w = np.take_along_axis(weights, order, axis=1)
+    w = w / w.sum(1, keepdims=True)
+    before = np.cumsum(w, axis=1) - w  # the mass held by the larger weights
+    keep = (before < mass) & (w > 0)
+    keep[:, 0] = True
+    kept = np.where(keep, w, 0)
+    kept /= kept.sum(1, keepdims=True)
+    return keep.sum(1), order[keep], kept[keep]
+
+
 def expression_offsets(avatar: Avatar, template: Template, components: list[int]) -> Tensor:
     """How each rest-pose Gaussian centre moves per unit of each expression component: (N, K, 3).
 
@@ -142,12 +163,12 @@ def player_data(avatar: Avatar, template: Template, motion: Motion | None) -> Pl
     used = [int(k) for k in torch.nonzero(poses.expression.abs().amax(0) > 0).flatten()]
 
     rest = av.posed(template)
-    weights = skinning_weights(av, template).double().cpu().numpy()
-    joints, w4 = top4_weights(weights)
     offsets = expression_offsets(av, template, used).cpu()
     moving = offsets.abs().amax(dim=(1, 2)) > EXPR_EPS if used else torch.zeros(len(av), dtype=torch.bool)
     order = torch.cat([torch.nonzero(moving).flatten(), torch.nonzero(~moving).flatten()]).numpy()
     m = int(moving.sum())
+    counts, joints, weights = sparse_weights(skinning_weights(av, template).double().cpu().numpy()[order])
+    index = np.uint8 if template.num_joints < 256 else np.uint16
 
     centers = rest.means[0].double().cpu().numpy()[order]
     quats = rest.quats[0].double().cpu()[order]
@@ -162,8 +183,9 @@ def player_data(avatar: Avatar, template: Template, motion: Motion | None) -> Pl
         "scales": rest.scales[0].cpu().numpy()[order].astype(np.float16),
         "quats": quats.astype(np.float16),
         "colors": np.round(np.concatenate([rgb, alpha[:, None]], 1) * 255).astype(np.uint8),
-        "joints": joints[order].astype(np.uint8 if template.num_joints < 256 else np.uint16),
-        "weights": w4[order].astype(np.float16),
+        "influences": counts.astype(index),
+        "influenceJoints": joints.astype(index),
+        "influenceWeights": weights.astype(np.float16),
         "expr": offsets.numpy()[order[:m]].astype(np.float16),
         "restJoints": rest_joints.astype(np.float32),
         "rotations": local.astype(np.float32),
@@ -236,13 +258,16 @@ def player_pose(data: PlayerData, frames: list[int]) -> tuple[Tensor, Tensor]:
     if m:
         e = torch.from_numpy(a["expression"][frames]).double()
         c[:, :m] += torch.einsum("fk,nkd->fnd", e, torch.from_numpy(a["expr"].astype(np.float64)))
-    w = torch.from_numpy(a["weights"].astype(np.float64))
-    w = w / w.sum(1, keepdim=True)
-    idx = torch.from_numpy(a["joints"].astype(np.int64))
-    blend = (skin[:, idx] * w[None, ..., None, None]).sum(2)  # (F, N, 4, 4)
+    counts = torch.from_numpy(a["influences"].astype(np.int64))
+    owner = torch.repeat_interleave(torch.arange(len(counts)), counts)  # the Gaussian of each influence
+    joint = torch.from_numpy(a["influenceJoints"].astype(np.int64))
+    w = torch.from_numpy(a["influenceWeights"].astype(np.float64))
+    w = w / torch.zeros(len(counts), dtype=w.dtype).index_add_(0, owner, w)[owner]
+    blend = torch.stack([torch.zeros(len(counts), 4, 4, dtype=w.dtype).index_add_(0, owner, s[joint] * w[:, None, None]) for s in skin])
+    q_sum = torch.stack([torch.zeros(len(counts), 4, dtype=w.dtype).index_add_(0, owner, q[joint] * w[:, None]) for q in jq])
     centres = (blend[..., :3, :3] @ c[..., None])[..., 0] + blend[..., :3, 3]
     q_rest = torch.from_numpy(a["quats"].astype(np.float64))[:, [3, 0, 1, 2]]
-    q_blend = torch.nn.functional.normalize((jq[:, idx] * w[None, ..., None]).sum(2), dim=-1)
+    q_blend = torch.nn.functional.normalize(q_sum, dim=-1)
     return centres, quat_multiply(q_blend, q_rest[None].expand_as(q_blend))
 
 

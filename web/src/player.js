@@ -5,7 +5,7 @@
 // (@sparkjsdev/spark) on three.js; the skinning is a Spark "dyno" object modifier that runs in
 // Spark's splat generator on the GPU:
 //   centre'  = centre + sum_k e_k * D_k          (expression offsets, rest space; first M splats)
-//   centre'' = (sum_i w_i A_i) [centre'; 1]      (linear-blend skinning)
+//   centre'' = (sum_i w_i A_i) [centre'; 1]      (linear-blend skinning over each splat's joints)
 //   quat'    = normalize(sum_i w_i q_i) * quat   (blended joint rotation)
 // A_i and q_i come from forward kinematics of the motion's joint rotations, done here each frame.
 //
@@ -43,7 +43,7 @@ const halves = (name) => Float32Array.from(array(name), halfToFloat);
 
 const N = meta.numSplats, M = meta.numExprSplats, K = meta.numExpr, J = meta.numJoints, F = meta.numFrames;
 const centers = array("centers"), scales = halves("scales"), quats = halves("quats"), colors = array("colors");
-const joints = array("joints"), weights = halves("weights");
+const influences = array("influences"), influenceJoints = array("influenceJoints"), influenceWeights = halves("influenceWeights");
 const restJoints = array("restJoints"), localRot = array("rotations"), rootTrans = array("translation");
 const exprFrames = array("expression"), eyes = array("eyes"), targets = array("targets");
 const parents = meta.parents;
@@ -103,17 +103,23 @@ function rgbaTexture(data, texels, type) {
   t.needsUpdate = true;
   return t;
 }
-// two texels a splat: its four joints, then their weights (renormalised after float16)
-const skin = new Float32Array(8 * N);
-for (let i = 0; i < N; i++) {
+// each splat's joints and weights, two (joint, weight) pairs a texel, splat after splat, the
+// weights renormalised after float16; and a texel a splat saying where its pairs start, how many
+const numInfluences = influenceJoints.length;
+const pairs = new Float32Array(2 * numInfluences + 2);
+const starts = new Float32Array(4 * N);
+for (let i = 0, at = 0; i < N; i++) {
   let sum = 0;
-  for (let k = 0; k < 4; k++) sum += weights[4 * i + k];
-  for (let k = 0; k < 4; k++) {
-    skin[8 * i + k] = joints[4 * i + k];
-    skin[8 * i + 4 + k] = weights[4 * i + k] / sum;
+  for (let k = 0; k < influences[i]; k++) sum += influenceWeights[at + k];
+  starts[4 * i] = at;
+  starts[4 * i + 1] = influences[i];
+  for (let k = 0; k < influences[i]; k++, at++) {
+    pairs[2 * at] = influenceJoints[at];
+    pairs[2 * at + 1] = influenceWeights[at] / sum;
   }
 }
-const skinTex = rgbaTexture(skin, 2 * N, THREE.FloatType);
+const startTex = rgbaTexture(starts, N, THREE.FloatType);
+const skinTex = rgbaTexture(pairs, Math.ceil(numInfluences / 2), THREE.FloatType);
 // one texel per splat and expression component: the offset x, y, z (float16 bits as stored)
 const exprHalf = array("expr");
 const exprRgba = new Uint16Array(Math.max(1, M * K) * 4);
@@ -135,8 +141,8 @@ vec4 avatarTexel(sampler2D tex, int i) {
 vec4 avatarQuatMul(vec4 a, vec4 b) {
   return vec4(a.w * b.xyz + b.w * a.xyz + cross(a.xyz, b.xyz), a.w * b.w - dot(a.xyz, b.xyz));
 }
-void avatarSkin(sampler2D skinTex, sampler2D exprTex, sampler2D poseTex, int numJoints, int numExpr, int numExprSplats,
-                int index, inout vec3 center, inout vec4 quaternion) {
+void avatarSkin(sampler2D startTex, sampler2D skinTex, sampler2D exprTex, sampler2D poseTex, int numJoints, int numExpr,
+                int numExprSplats, int index, inout vec3 center, inout vec4 quaternion) {
   if (index < numExprSplats) {
     for (int k = 0; k < numExpr; k++) {
       int slot = k % 16;
@@ -144,13 +150,14 @@ void avatarSkin(sampler2D skinTex, sampler2D exprTex, sampler2D poseTex, int num
       center += e * avatarTexel(exprTex, index * numExpr + k).xyz;
     }
   }
-  vec4 jv = avatarTexel(skinTex, 2 * index);
-  vec4 wv = avatarTexel(skinTex, 2 * index + 1);
+  vec4 range = avatarTexel(startTex, index);
+  int start = int(range.x + 0.5), count = int(range.y + 0.5);
   vec4 r0 = vec4(0.0), r1 = vec4(0.0), r2 = vec4(0.0), q = vec4(0.0);
-  for (int i = 0; i < 4; i++) {
-    float w = wv[i];
-    if (w <= 0.0) continue;
-    int j = int(jv[i] + 0.5);
+  for (int i = start; i < start + count; i++) {
+    vec4 pair = avatarTexel(skinTex, i / 2);
+    vec2 jw = (i % 2 == 0) ? pair.xy : pair.zw;
+    float w = jw.y;
+    int j = int(jw.x + 0.5);
     r0 += w * texelFetch(poseTex, ivec2(0, j), 0);
     r1 += w * texelFetch(poseTex, ivec2(1, j), 0);
     r2 += w * texelFetch(poseTex, ivec2(2, j), 0);
@@ -162,6 +169,7 @@ void avatarSkin(sampler2D skinTex, sampler2D exprTex, sampler2D poseTex, int num
 }`;
 
 const inputs = {
+  startTex: dyno.dynoSampler2D(startTex, "avatarStartTex"),
   skinTex: dyno.dynoSampler2D(skinTex, "avatarSkinTex"),
   exprTex: dyno.dynoSampler2D(exprTex, "avatarExprTex"),
   poseTex: dyno.dynoSampler2D(poseTex, "avatarPoseTex"),
@@ -171,7 +179,7 @@ const inputs = {
 };
 mesh.objectModifier = dyno.dynoBlock({ gsplat: dyno.Gsplat }, { gsplat: dyno.Gsplat }, ({ gsplat }) => {
   const d = new dyno.Dyno({
-    inTypes: { gsplat: dyno.Gsplat, skinTex: "sampler2D", exprTex: "sampler2D", poseTex: "sampler2D", numJoints: "int",
+    inTypes: { gsplat: dyno.Gsplat, startTex: "sampler2D", skinTex: "sampler2D", exprTex: "sampler2D", poseTex: "sampler2D", numJoints: "int",
       numExpr: "int", numExprSplats: "int" },
     outTypes: { gsplat: dyno.Gsplat },
     inputs: { gsplat, ...inputs },
@@ -179,7 +187,7 @@ mesh.objectModifier = dyno.dynoBlock({ gsplat: dyno.Gsplat }, { gsplat: dyno.Gsp
     statements: ({ inputs: a, outputs: o }) => [
       `${o.gsplat} = ${a.gsplat};`,
       `if (isGsplatActive(${o.gsplat}.flags)) {`,
-      `  avatarSkin(${a.skinTex}, ${a.exprTex}, ${a.poseTex}, ${a.numJoints}, ${a.numExpr}, ${a.numExprSplats},`,
+      `  avatarSkin(${a.startTex}, ${a.skinTex}, ${a.exprTex}, ${a.poseTex}, ${a.numJoints}, ${a.numExpr}, ${a.numExprSplats},`,
       `             ${o.gsplat}.index, ${o.gsplat}.center, ${o.gsplat}.quaternion);`,
       `}`,
     ],
