@@ -10,7 +10,9 @@ check_exports.sh, which installs the tools (package.json here) into a cache fold
   reorder them). splat-transform has no glTF reader, so for .splat.glb it is tried and its
   refusal noted; the PlayCanvas engine's glTF loader reads those in Chromium instead, and its
   splat loader the .compressed.ply (on which it used to hang);
-* the .html player in headless Chromium against `avatar animate` (chromium.py).
+* the .html player in headless Chromium against `avatar animate` (chromium.py);
+* Blender's glTF importer on the skinned .glb (blender_glb.py), where $BLENDER or
+  ``blender`` is installed: the expression shape keys and the blink's animation.
 
 splat-transform and PlayCanvas take a .ply to be y-down (the INRIA / COLMAP convention) and
 show the project's y-up files upside down; the values are the same, and the .glb files are
@@ -22,6 +24,8 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -246,6 +250,25 @@ def check_playcanvas(table: Table, tools: Path, work: Path, files: list[Path]) -
                   f"{ratio[worst] * tol[worst.rstrip('_0123')]:.1e} ({worst})")  # fmt: skip
 
 
+def check_blender(table: Table, files: list[Path]) -> None:
+    exe = shutil.which(os.environ.get("BLENDER", "blender"))
+    for path in files:
+        if exe is None:
+            table.add(path.name, "Blender", None, "not installed (set $BLENDER)")
+            continue
+        r = run([exe, "-b", "--factory-startup", "--python", str(HERE / "blender_glb.py"), "--", str(path), "blink"], check=False)
+        line = next((ln for ln in r.stdout.splitlines() if ln.startswith("BLENDER_GLB ")), None)
+        if line is None:
+            table.add(path.name, "Blender", False, (r.stdout + r.stderr).strip().splitlines()[-1][:120])
+            continue
+        b = json.loads(line.split(" ", 1)[1])
+        keys = [k for k in b["shape_keys"] if k != "Basis"]
+        ok = bool(keys) and b.get("key_max", 0) > 0.5 and b.get("key_min", 1) < 0.05
+        table.add(path.name, f"Blender {b['blender']}", ok, f"{b['bones']} bones, {len(keys)} shape keys ({', '.join(keys[:4])}, ...); "
+                  f"blink animated from {b.get('key_min', 0):.2f} to {b.get('key_max', 0):.2f} over frames "
+                  f"{b.get('frames', ['-', '-'])[0]}-{b.get('frames', ['-', '-'])[1]}")  # fmt: skip
+
+
 def check_html(table: Table, work: Path) -> None:
     for kind, motion, times in (("head", "talk", [1.0, 1.55]), ("body", "walk", [1.0, 1.55])):
         r = check_player(str(work / f"{kind}.avatar"), motion, times, 192, work / "player")
@@ -271,6 +294,7 @@ def main() -> int:
     check_validator(table, a.tools, [p for p in every if p.suffix == ".glb"])
     check_splat_transform(table, a.tools, work, [p for p in every if p.suffix != ".glb" or p.name.endswith(".splat.glb")])
     check_playcanvas(table, a.tools, work, [p for p in every if p.name.endswith((".splat.glb", ".compressed.ply"))])
+    check_blender(table, [p for p in every if p.suffix == ".glb" and not p.name.endswith(".splat.glb")])
     check_html(table, work)
     table.rows.sort(key=lambda r: r[0])
     table.print()

@@ -6,7 +6,8 @@
 # ~/.cache/avatarcli-checks), makes a head and a body and every export of each with the CLI,
 # and runs tests/external/check_exports.py. Needs node and npm, and Chromium for the glTF
 # splats read by PlayCanvas and for the .html player ($CHROMIUM names it if it is not on the
-# PATH). $PYTHON is the Python with avatarcli (default: python3). Exit status 1 if a check fails.
+# PATH); Blender, where installed ($BLENDER), imports the skinned .glb. $PYTHON is the Python
+# with avatarcli (default: python3). Exit status 1 if a check fails.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
