@@ -51,6 +51,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from avatarcli.errors import AvatarError
 from avatarcli.fileio import atomic_path
 from avatarcli.model.avatar import Avatar
 from avatarcli.model.binding import SkinningBinding, TriangleBinding, rest_posed
@@ -153,6 +154,9 @@ def camera_path(plan: FramePlan) -> tuple[np.ndarray, np.ndarray]:
 @torch.no_grad()
 def player_data(avatar: Avatar, template: Template, motion: Motion | None) -> PlayerData:
     """The page's data for ``avatar`` on ``template`` driven by ``motion`` (None: the rest pose)."""
+    parents = [int(p) for p in template.parents.tolist()]
+    if any(p >= j for j, p in enumerate(parents)):
+        raise AvatarError(f"template {template.name} lists a joint before its parent: the web player cannot pose it")
     av = avatar.to(template.device)
     if motion is None:
         motion = Motion(avatar.kind, torch.zeros(2, JOINTS[avatar.kind], 3),
@@ -204,7 +208,7 @@ def player_data(avatar: Avatar, template: Template, motion: Motion | None) -> Pl
         "numExpr": len(used),
         "numFrames": frames,
         "fps": plan.fps,
-        "parents": [int(p) for p in template.parents.tolist()],
+        "parents": parents,
         "fovy": AnimateOptions().fovy,
         "camera": plan.camera,
         "motion": motion.source,
