@@ -29,6 +29,8 @@ from avatarcli.fileio import atomic_folder, check_writable
 from avatarcli.formats.frames import FrameWriter, grid, output_kind, write_png, write_png_folder
 from avatarcli.formats.gltf import write_glb
 from avatarcli.formats.ply import read_ply, write_gsplat_format, write_ply
+from avatarcli.formats.splat_gltf import write_splat_glb
+from avatarcli.formats.web_player import write_html
 from avatarcli.generate import distributed
 from avatarcli.generate.checkpoint import checkpoint_path
 from avatarcli.generate.config import GenerateConfig, recipe
@@ -49,7 +51,7 @@ from avatarcli.templates.template import Pose, Template
 
 AvatarInput = Avatar | str | Path
 MotionInput = Motion | str | Path
-EXPORT_FORMATS = ("ply", "compressed-ply", "splat", "glb")
+EXPORT_FORMATS = ("ply", "compressed-ply", "splat", "glb", "splat-gltf", "html")
 MAX_SEED = 2**63 - 1
 
 
@@ -593,12 +595,13 @@ def export_format(output: str | Path, fmt: str | None = None) -> str:
             raise AvatarError(f"unknown export format {fmt!r}: choose {', '.join(EXPORT_FORMATS)}")
         return fmt
     name = str(output).lower()
-    if name.endswith(".compressed.ply"):
-        return "compressed-ply"
-    for suffix, f in ((".ply", "ply"), (".splat", "splat"), (".glb", "glb")):
+    for suffix, f in ((".compressed.ply", "compressed-ply"), (".splat.glb", "splat-gltf"), (".ply", "ply"), (".splat", "splat"),
+                      (".glb", "glb"), (".html", "html"), (".htm", "html")):  # fmt: skip
         if name.endswith(suffix):
             return f
-    raise AvatarError(f"cannot tell the export format of {output}: use .ply, .compressed.ply, .splat or .glb (or name the format)")
+    raise AvatarError(
+        f"cannot tell the export format of {output}: use .ply, .compressed.ply, .splat, .glb, .splat.glb or .html (or name the format)"
+    )
 
 
 def _motion_poses(motion: Motion, template: Template) -> Pose:
@@ -624,17 +627,20 @@ def export(
     """Write the avatar in a format other tools open; returns the files written.
 
     Formats: ``.ply`` (INRIA 3DGS), ``.compressed.ply`` (SuperSplat), ``.splat``, ``.glb``
-    (the skinned template mesh; with ``motion``, its animation). Gaussian formats are the
-    rest pose, or ``frame`` of ``motion``; ``sequence`` writes one .ply per motion frame into
-    the folder ``output``.
+    (the skinned template mesh with expression morph targets; with ``motion``, its
+    animation), ``.splat.glb`` (format ``splat-gltf``: the Gaussians in glTF through
+    KHR_gaussian_splatting, SH degrees up to the avatar's own), ``.html`` (a self-contained
+    page that plays ``motion``, skinning the Gaussians on the GPU; the rest pose without one).
+    Gaussian formats are the rest pose, or ``frame`` of ``motion``; ``sequence`` writes one
+    .ply per motion frame into the folder ``output``.
     """
     kind = "ply" if sequence else export_format(output, fmt)
     if not 0 <= sh_degree <= 3:
         raise AvatarError(f"the SH degree must be between 0 and 3 (got {sh_degree})")
     if frame is not None and motion is None:
         raise AvatarError("a frame number needs a motion")
-    if kind == "glb" and frame is not None:
-        raise AvatarError("a frame does not apply to .glb: the whole motion becomes its animation")
+    if kind in ("glb", "html") and frame is not None:
+        raise AvatarError(f"a frame does not apply to .{kind}: the whole motion plays in it")
     if sequence and motion is None:
         raise AvatarError("a sequence needs a motion")
     if sequence and Path(output).suffix:
@@ -645,6 +651,9 @@ def export(
     tpl = load_template(av.kind, template, resolve_device(device))
     if kind == "glb":
         write_glb(av, tpl, output, mot)
+        return [Path(output)]
+    if kind == "html":
+        write_html(av, tpl, output, mot)
         return [Path(output)]
     av = av.to(tpl.device)
     poses = None if mot is None else _motion_poses(mot, tpl)
@@ -659,6 +668,8 @@ def export(
         g = av.posed(tpl, None if poses is None else poses.index([frame or 0])).gaussians(0)
     if kind == "ply":
         write_ply(g, output, sh_degree)
+    elif kind == "splat-gltf":
+        write_splat_glb(g, output, sh_degree)
     else:
         write_gsplat_format(g, output, "splat" if kind == "splat" else "ply_compressed")
     return [Path(output)]

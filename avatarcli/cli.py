@@ -352,7 +352,13 @@ def animate(
     output: Annotated[str, typer.Option("--output", "-o", help="A folder of PNG frames, an .mp4 or a .gif.")],
     fps: Annotated[Optional[float], typer.Option(help="Output frame rate (default: the motion's).")] = None,
     size: Annotated[str, typer.Option(help="Frame size: N or WxH.")] = "512",
-    camera: Annotated[str, typer.Option(help="front (fixed, frames the whole clip), follow (tracks the root) or orbit.")] = "front",
+    camera: Annotated[
+        str,
+        typer.Option(
+            help="auto (follow when the root travels more than half the avatar's height, as in a walk; else front), "
+            "front (fixed, frames the whole clip), follow (tracks the root) or orbit."
+        ),
+    ] = "auto",
     distance: Annotated[Optional[float], typer.Option(help="Camera distance in metres (default: framed).")] = None,
     elevation: Annotated[Optional[float], typer.Option(help="Camera elevation in degrees.")] = None,
     azimuth: Annotated[float, typer.Option(help="Camera azimuth in degrees; 0 faces the avatar.")] = 0.0,
@@ -386,7 +392,7 @@ def animate(
         result = api.animate(avatar, motion, output, options, motion_fps=motion_fps, template=template, device=device, on_notice=warn,
                              on_frames=on_frames)  # fmt: skip
     rows = [("wrote", output), ("motion", result.motion.source), ("frames", duration_text(len(result.plan), result.plan.fps)),
-            ("size", f"{wh[0]}x{wh[1]}"), ("camera", camera)]  # fmt: skip
+            ("size", f"{wh[0]}x{wh[1]}"), ("camera", result.plan.camera)]  # fmt: skip
     summary("avatar animate", rows)
 
 
@@ -420,19 +426,32 @@ def motions(
 @app.command()
 def export(
     avatar: Annotated[str, typer.Argument(help="An .avatar file ('-' reads stdin).")],
-    output: Annotated[str, typer.Option("--output", "-o", help=".ply (3DGS), .compressed.ply, .splat, .glb, or a folder with --sequence.")],
-    fmt: Annotated[Optional[str], typer.Option("--format", help="ply, compressed-ply, splat or glb (default: from the name).")] = None,
+    output: Annotated[
+        str,
+        typer.Option(
+            "--output",
+            "-o",
+            help=".ply (3DGS), .compressed.ply, .splat, .glb (skinned mesh), .splat.glb (KHR_gaussian_splatting), "
+            ".html (one page that plays --motion, offline), or a folder with --sequence.",
+        ),
+    ],
+    fmt: Annotated[
+        Optional[str], typer.Option("--format", help="ply, compressed-ply, splat, glb, splat-gltf or html (default: from the name).")
+    ] = None,
     motion: Annotated[
-        Optional[str], typer.Option(help="Pose the avatar with this motion (file or built-in name); for .glb it becomes the animation.")
+        Optional[str], typer.Option(help="Pose the avatar with this motion (file or built-in name); .glb and .html play all of it.")
     ] = None,
     frame: Annotated[Optional[int], typer.Option(help="Which motion frame to export (default 0).")] = None,
     sequence: Annotated[bool, typer.Option(help="Write one .ply per motion frame into the output folder.")] = False,
-    sh_degree: Annotated[int, typer.Option(help="SH degree written to .ply (3 suits every viewer; missing bands are zero).")] = 3,
+    sh_degree: Annotated[
+        int,
+        typer.Option(help="SH degree written to .ply (3 suits every viewer; missing bands are zero); .splat.glb: at most the avatar's."),
+    ] = 3,
     motion_fps: Annotated[Optional[float], typer.Option("--motion-fps", help="Frame rate of .npy motions, which do not store one.")] = None,
     template: TemplateOpt = None,
     device: DeviceOpt = "cpu",
 ) -> None:
-    """Export to files other tools open: 3DGS .ply / .splat, or a skinned .glb for game engines."""
+    """Export to files other tools open: 3DGS .ply / .splat / .splat.glb, a skinned .glb for game engines, or a web page."""
     from avatarcli import api
 
     written = api.export(avatar, output, fmt=fmt, motion=motion, frame=frame, sequence=sequence, sh_degree=sh_degree,

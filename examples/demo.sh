@@ -18,6 +18,8 @@ echo "== a head: init, generate (offline smoke run), animate, export"
 "$AVATAR" animate "$OUT/knight.avatar" talk --size 256 --end 2 -o "$OUT/knight_talk.mp4"
 "$AVATAR" export "$OUT/knight.avatar" -o "$OUT/knight.ply"
 "$AVATAR" export "$OUT/knight.avatar" --motion talk -o "$OUT/knight.glb"
+"$AVATAR" export "$OUT/knight.avatar" -o "$OUT/knight.splat.glb"
+"$AVATAR" export "$OUT/knight.avatar" --motion talk -o "$OUT/knight_talk.html"   # open it in a browser
 
 echo "== a splat from anywhere, rigged onto the template"
 "$AVATAR" rig "$OUT/knight.ply" --model head -o "$OUT/knight.rigged.avatar"
@@ -26,7 +28,7 @@ echo "== a body: init, generate (offline smoke run), animate"
 "$AVATAR" init --model body -k 2 -o "$OUT/chef.init.avatar"
 "$AVATAR" generate "a chef dressed in white" --model body --from "$OUT/chef.init.avatar" \
     --guidance tiny --steps 10 --batch 2 --resolution 64 -o "$OUT/chef.avatar"
-"$AVATAR" animate "$OUT/chef.init.avatar" walk --camera follow --size 160 --fps 10 -o "$OUT/chef_walk.gif"
+"$AVATAR" animate "$OUT/chef.init.avatar" walk --size 160 --fps 10 -o "$OUT/chef_walk.gif"   # the camera follows a walk
 "$AVATAR" motions wave -o "$OUT/wave.npz"
 
 echo

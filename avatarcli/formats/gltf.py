@@ -1,15 +1,13 @@
 """Skinned glTF 2.0 binary (.glb): the template mesh with colours baked from the Gaussians, a
-joint hierarchy, skinning weights and, optionally, a motion as a glTF animation.
+joint hierarchy, skinning weights, the template's expression blend shapes as morph targets
+and, optionally, a motion as a glTF animation (joint rotations, root translation and the
+expression coefficients as morph-target weights).
 
-trimesh reads and writes glTF meshes but not skins or skeletal animation, so the container
-is assembled here: one JSON chunk and one binary buffer, as the glTF 2.0 specification lays
-them out.
+Containers are packed by :mod:`avatarcli.formats.glb`.
 """
 
 from __future__ import annotations
 
-import json
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -17,45 +15,16 @@ import torch
 from scipy.spatial import cKDTree
 
 from avatarcli.fileio import atomic_path
+from avatarcli.formats.glb import ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER, FLOAT, UINT8, UINT16, UINT32, GlbBuffer, read_glb_json
 from avatarcli.model.avatar import Avatar
 from avatarcli.model.binding import rest_posed
 from avatarcli.model.gaussians import sh0_to_rgb
 from avatarcli.motion.motion import Motion, to_template_poses
 from avatarcli.rotations import axis_angle_to_quat
+from avatarcli.templates.mannequin.head_shape import EXPRESSION_NAMES
 from avatarcli.templates.template import Template
 
-FLOAT, UINT8, UINT16, UINT32 = 5126, 5121, 5123, 5125
-ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER = 34962, 34963
-
-
-class _Buffer:
-    """Collects binary views and accessors."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.views: list[dict] = []
-        self.accessors: list[dict] = []
-
-    def add(
-        self, array: np.ndarray, component: int, kind: str, target: int | None = None, minmax: bool = False, normalized: bool = False
-    ) -> int:
-        while len(self.data) % 4:
-            self.data.append(0)
-        raw = np.ascontiguousarray(array).tobytes()
-        view = {"buffer": 0, "byteOffset": len(self.data), "byteLength": len(raw)}
-        if target is not None:
-            view["target"] = target
-        self.data.extend(raw)
-        self.views.append(view)
-        acc: dict = {"bufferView": len(self.views) - 1, "componentType": component, "count": int(array.shape[0]), "type": kind}
-        if normalized:
-            acc["normalized"] = True
-        if minmax:
-            flat = array.reshape(array.shape[0], -1)
-            acc["min"] = flat.min(0).tolist()
-            acc["max"] = flat.max(0).tolist()
-        self.accessors.append(acc)
-        return len(self.accessors) - 1
+__all__ = ["build_glb", "expression_names", "read_glb_json", "top4_weights", "write_glb"]
 
 
 def bake_vertex_colors(vertices: np.ndarray, means: np.ndarray, colors: np.ndarray, opacities: np.ndarray, k: int = 8) -> np.ndarray:
@@ -75,8 +44,32 @@ def _vertex_normals(v: np.ndarray, f: np.ndarray) -> np.ndarray:
     return n / np.linalg.norm(n, axis=1, keepdims=True).clip(1e-12)
 
 
+def expression_names(template: Template) -> list[str]:
+    """Names of the template's expression components: the mannequins' named shapes (smile,
+    blink, ...), or ``expression_NNN`` for a user's FLAME / SMPL-X file (PCA components)."""
+    e = template.num_expression
+    if template.name.startswith("mannequin-") and e == len(EXPRESSION_NAMES):
+        return list(EXPRESSION_NAMES)
+    return [f"expression_{k:03d}" for k in range(e)]
+
+
+def top4_weights(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The four largest skinning weights of each row of ``weights`` (N, J), renormalised.
+
+    Returns:
+        joints (N, 4) int64 and weights (N, 4) float64 summing to one. A slot whose weight is
+        zero points at joint 0, as glTF asks (the validator warns of any other joint there).
+    """
+    top = np.argsort(-weights, axis=1, kind="stable")[:, :4]
+    w4 = np.take_along_axis(weights, top, axis=1)
+    w4 = w4 / w4.sum(1, keepdims=True)
+    top = np.where(w4 > 0, top, 0)
+    return top, w4
+
+
 def build_glb(avatar: Avatar, template: Template, motion: Motion | None = None) -> bytes:
-    """The avatar as a skinned .glb (bytes); with ``motion``, its animation too."""
+    """The avatar as a skinned .glb (bytes) with expression morph targets; with ``motion``, its
+    animation too."""
     av = avatar.to(template.device)
     with torch.no_grad():
         rest = rest_posed(template, av.shape)
@@ -90,18 +83,20 @@ def build_glb(avatar: Avatar, template: Template, motion: Motion | None = None) 
     parents = template.parents.cpu().numpy()
     names = template.joint_names
     vcol = bake_vertex_colors(verts, means, colors, opac)
-    weights = template.weights.double().cpu().numpy()
-    top = np.argsort(-weights, axis=1)[:, :4]
-    w4 = np.take_along_axis(weights, top, axis=1)
-    w4 = w4 / w4.sum(1, keepdims=True)
+    top, w4 = top4_weights(template.weights.double().cpu().numpy())
 
-    buf = _Buffer()
+    buf = GlbBuffer()
     a_pos = buf.add(verts.astype(np.float32), FLOAT, "VEC3", ARRAY_BUFFER, minmax=True)
     a_nrm = buf.add(_vertex_normals(verts, faces.astype(np.int64)).astype(np.float32), FLOAT, "VEC3", ARRAY_BUFFER)
     a_col = buf.add(vcol.astype(np.float32), FLOAT, "VEC3", ARRAY_BUFFER)
     a_jnt = buf.add(top.astype(np.uint8 if len(names) < 256 else np.uint16), UINT8 if len(names) < 256 else UINT16, "VEC4", ARRAY_BUFFER)
     a_wgt = buf.add(w4.astype(np.float32), FLOAT, "VEC4", ARRAY_BUFFER)
     a_idx = buf.add(faces.reshape(-1), UINT32, "SCALAR", ELEMENT_ARRAY_BUFFER)
+    # expression blend shapes, (V, 3, E): one morph target of position offsets each; glTF
+    # applies morph targets before skinning, as the template applies blend shapes
+    exprdirs = template.exprdirs.double().cpu().numpy()
+    targets = [{"POSITION": buf.add(exprdirs[:, :, k].astype(np.float32), FLOAT, "VEC3", ARRAY_BUFFER, minmax=True)}
+               for k in range(exprdirs.shape[2])]  # fmt: skip
     # joints are at rest with identity rotations, so inverse bind = translate by -joint
     ibm = np.tile(np.eye(4), (len(names), 1, 1))
     ibm[:, :3, 3] = -joints
@@ -119,23 +114,22 @@ def build_glb(avatar: Avatar, template: Template, motion: Motion | None = None) 
             nodes[first_joint + j]["children"] = kids
     roots = [first_joint + j for j in range(len(names)) if parents[j] < 0]
 
+    primitive: dict = {
+        "attributes": {"POSITION": a_pos, "NORMAL": a_nrm, "COLOR_0": a_col, "JOINTS_0": a_jnt, "WEIGHTS_0": a_wgt},
+        "indices": a_idx,
+        "material": 0,
+    }
+    mesh: dict = {"name": f"{avatar.kind}-avatar", "primitives": [primitive]}
+    if targets:
+        primitive["targets"] = targets
+        mesh["weights"] = [0.0] * len(targets)
+        mesh["extras"] = {"targetNames": expression_names(template)}  # read by Blender, three.js and Babylon.js
     gltf: dict = {
         "asset": {"version": "2.0", "generator": "avatarcli"},
         "scene": 0,
         "scenes": [{"nodes": [0, *roots]}],
         "nodes": nodes,
-        "meshes": [
-            {
-                "name": f"{avatar.kind}-avatar",
-                "primitives": [
-                    {
-                        "attributes": {"POSITION": a_pos, "NORMAL": a_nrm, "COLOR_0": a_col, "JOINTS_0": a_jnt, "WEIGHTS_0": a_wgt},
-                        "indices": a_idx,
-                        "material": 0,
-                    }
-                ],
-            }
-        ],
+        "meshes": [mesh],
         "materials": [
             {"name": "baked", "pbrMetallicRoughness": {"baseColorFactor": [1, 1, 1, 1], "metallicFactor": 0.0, "roughnessFactor": 0.85}}
         ],
@@ -147,41 +141,23 @@ def build_glb(avatar: Avatar, template: Template, motion: Motion | None = None) 
         a_time = buf.add(t, FLOAT, "SCALAR", minmax=True)
         quats = axis_angle_to_quat(poses.rotations.double().cpu()).numpy()[..., [1, 2, 3, 0]]  # glTF wants x, y, z, w
         channels, samplers = [], []
+
+        def channel(output: int, node: int, path: str) -> None:
+            samplers.append({"input": a_time, "output": output, "interpolation": "LINEAR"})
+            channels.append({"sampler": len(samplers) - 1, "target": {"node": node, "path": path}})
+
         for j in range(len(names)):
-            samplers.append({"input": a_time, "output": buf.add(quats[:, j].astype(np.float32), FLOAT, "VEC4"), "interpolation": "LINEAR"})
-            channels.append({"sampler": len(samplers) - 1, "target": {"node": first_joint + j, "path": "rotation"}})
+            channel(buf.add(quats[:, j].astype(np.float32), FLOAT, "VEC4"), first_joint + j, "rotation")
         trans = poses.translation.double().cpu().numpy()
         root_pos = joints[0] + trans - trans[:1]
-        samplers.append({"input": a_time, "output": buf.add(root_pos.astype(np.float32), FLOAT, "VEC3"), "interpolation": "LINEAR"})
-        channels.append({"sampler": len(samplers) - 1, "target": {"node": roots[0], "path": "translation"}})
+        channel(buf.add(root_pos.astype(np.float32), FLOAT, "VEC3"), roots[0], "translation")
+        if targets:  # per key frame, one weight per morph target
+            channel(buf.add(poses.expression.cpu().numpy().astype(np.float32).reshape(-1), FLOAT, "SCALAR"), 0, "weights")
         gltf["animations"] = [{"name": motion.source or "motion", "channels": channels, "samplers": samplers}]
-
-    while len(buf.data) % 4:
-        buf.data.append(0)
-    gltf["buffers"] = [{"byteLength": len(buf.data)}]
-    gltf["bufferViews"] = buf.views
-    gltf["accessors"] = buf.accessors
-    js = json.dumps(gltf, separators=(",", ":")).encode()
-    js += b" " * (-len(js) % 4)
-    total = 12 + 8 + len(js) + 8 + len(buf.data)
-    out = bytearray(struct.pack("<III", 0x46546C67, 2, total))
-    out += struct.pack("<II", len(js), 0x4E4F534A) + js
-    out += struct.pack("<II", len(buf.data), 0x004E4942) + bytes(buf.data)
-    return bytes(out)
+    return buf.glb(gltf)
 
 
 def write_glb(avatar: Avatar, template: Template, path: str | Path, motion: Motion | None = None) -> None:
     data = build_glb(avatar, template, motion)
     with atomic_path(path, suffix=".glb") as tmp:
         tmp.write_bytes(data)
-
-
-def read_glb_json(data: bytes) -> tuple[dict, bytes]:
-    """The JSON and binary chunks of a .glb (for checks and tests)."""
-    magic, version, length = struct.unpack("<III", data[:12])
-    if magic != 0x46546C67 or version != 2 or length != len(data):
-        raise ValueError("not a glTF 2.0 binary")
-    n, _ = struct.unpack("<II", data[12:20])
-    js = json.loads(data[20 : 20 + n])
-    m, _ = struct.unpack("<II", data[20 + n : 28 + n])
-    return js, data[28 + n : 28 + n + m]

@@ -3,7 +3,8 @@
 
 The INRIA layout is written here with plyfile rather than through gsplat's exporter, which
 leaves out the ``nx ny nz`` properties that some viewers (the original SIBR viewer among
-them) insist on; the compressed .ply and .splat come from gsplat's exporter as they are.
+them) insist on; the compressed .ply and .splat come from gsplat's exporter, the compressed
+.ply without the empty ``sh`` element it declares for SH degree 0.
 """
 
 from __future__ import annotations
@@ -116,5 +117,28 @@ def write_gsplat_format(g: Gaussians, path: str | Path, fmt: str) -> None:
         g.means.detach().cpu(), g.log_scales.detach().cpu(), g.quats.detach().cpu(), g.opacity_logits.detach().cpu(),
         g.sh[:, :1].detach().cpu(), g.sh[:, 1:].detach().cpu(), format=fmt,  # type: ignore[arg-type]
     )  # fmt: skip
+    if fmt == "ply_compressed":
+        data = drop_empty_ply_elements(data)
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def drop_empty_ply_elements(data: bytes) -> bytes:
+    """A binary .ply without the elements that declare no properties.
+
+    gsplat's compressed-ply writer always declares ``element sh N``, with no properties when
+    the Gaussians have SH degree 0. Such an element holds no bytes, but readers built on
+    column tables refuse it (splat-transform: "DataTable must have at least one column") and
+    the PlayCanvas engine hangs on it. Only header lines change, so the header is edited as
+    text here: reading and re-writing through plyfile would re-encode every value.
+    """
+    end = data.find(b"end_header\n")
+    if not data.startswith(b"ply\n") or end < 0:
+        raise ValueError("not a .ply header")
+    blocks: list[list[str]] = [[]]  # the lines before the first element, then one block per element
+    for line in data[:end].decode("ascii").splitlines():
+        if line.startswith("element "):
+            blocks.append([])
+        blocks[-1].append(line)
+    keep = blocks[0] + [line for b in blocks[1:] if any(x.startswith("property ") for x in b) for line in b]
+    return ("\n".join(keep) + "\n").encode("ascii") + data[end:]

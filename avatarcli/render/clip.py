@@ -2,7 +2,9 @@
 
 The motion is fitted to the template (joint layout, expression length), resampled to the
 output rate, and paired with a camera per frame: ``front`` (fixed, framing the whole clip),
-``follow`` (keeps the root in frame for walks) or ``orbit`` (one turn over the clip).
+``follow`` (keeps the root in frame for walks), ``orbit`` (one turn over the clip) or ``auto``
+(the default: ``follow`` for a clip whose root travels further than half the subject's
+height, so a walker stays large in frame, else ``front``).
 Frames are posed, deformed and rendered ``batch`` at a time on the avatar's device.
 """
 
@@ -23,7 +25,8 @@ from avatarcli.render.cameras import Cameras, framing, framing_distance, intrins
 from avatarcli.render.rasterize import render_gaussians, to_uint8
 from avatarcli.templates.template import Pose, Template
 
-CAMERAS = ("front", "follow", "orbit")
+CAMERAS = ("auto", "front", "follow", "orbit")
+FOLLOW_TRAVEL = 0.5  # ``auto`` follows a root that goes further than this many subject heights
 
 
 @dataclass
@@ -33,7 +36,7 @@ class AnimateOptions:
     Attributes:
         fps: output frame rate; None keeps the motion's.
         size: (width, height) in pixels.
-        camera: "front", "follow" or "orbit".
+        camera: "auto", "front", "follow" or "orbit" (see :func:`choose_camera`).
         distance: camera distance in metres; None frames the subject.
         elevation, azimuth: camera angles in degrees (azimuth 0 faces the avatar).
         fovy: vertical field of view in degrees.
@@ -44,7 +47,7 @@ class AnimateOptions:
 
     fps: float | None = None
     size: tuple[int, int] = (512, 512)
-    camera: str = "front"
+    camera: str = "auto"
     distance: float | None = None
     elevation: float | None = None
     azimuth: float = 0.0
@@ -57,12 +60,16 @@ class AnimateOptions:
 
 @dataclass
 class FramePlan:
-    """Everything needed to render a clip: a pose and a camera per frame."""
+    """Everything needed to render a clip: a pose and a camera per frame, which kind of
+    camera that is ("front", "follow" or "orbit"; ``auto`` resolved) and the points (T, 3)
+    the cameras look at."""
 
     poses: Pose
     cameras: Cameras
     fps: float
     retarget: Retarget
+    camera: str = "front"
+    targets: Tensor | None = None
 
     def __len__(self) -> int:
         return self.poses.batch
@@ -78,6 +85,20 @@ def _smooth(x: Tensor, frames: int) -> Tensor:
     return torch.nn.functional.conv1d(padded.T[:, None], kernel)[:, 0].T
 
 
+def choose_camera(camera: str, translation: Tensor, rest_means: Tensor) -> str:
+    """The camera for a clip: ``camera`` itself, or for "auto", "follow" when the root
+    translation (T, 3) goes further from its start than ``FOLLOW_TRAVEL`` times the height of
+    the rest-pose Gaussians (N, 3), and "front" otherwise. A fixed camera that frames a whole
+    walk leaves the walker a fraction of the frame; one that follows a subject swaying on
+    the spot would only add motion to the picture."""
+    if camera != "auto":
+        return camera
+    y = rest_means[:, 1].detach().float()
+    height = float(torch.quantile(y, 0.998) - torch.quantile(y, 0.002)) if len(y) < 16_000_000 else float(y.max() - y.min())
+    travel = float((translation - translation[:1]).norm(dim=-1).max())
+    return "follow" if travel > FOLLOW_TRAVEL * height else "front"
+
+
 def plan_frames(avatar: Avatar, template: Template, motion: Motion, opts: AnimateOptions) -> FramePlan:
     """Fit, resample and slice the motion, and place a camera for every frame."""
     if opts.camera not in CAMERAS:
@@ -89,12 +110,14 @@ def plan_frames(avatar: Avatar, template: Template, motion: Motion, opts: Animat
     poses.translation = poses.translation - poses.translation[:1]  # the clip starts where the avatar stands
     device = template.device
     with torch.no_grad():
-        center, radius = framing(avatar.posed(template).means[0])
+        rest_means = avatar.posed(template).means[0]
+        center, radius = framing(rest_means)
     w, h = opts.size
     t = len(clip)
     trans = poses.translation.cpu()
+    camera = choose_camera(opts.camera, trans, rest_means)
     elevation = opts.elevation if opts.elevation is not None else (0.0 if template.kind == "head" else 8.0)
-    if opts.camera == "follow":
+    if camera == "follow":
         targets = center.cpu() + _smooth(trans, max(1, int(fps * 0.5)) | 1)
         reach = radius
     else:
@@ -103,11 +126,11 @@ def plan_frames(avatar: Avatar, template: Template, motion: Motion, opts: Animat
         reach = radius + float((trans - mean).norm(dim=-1).max())
     distance = opts.distance if opts.distance is not None else framing_distance(reach, opts.fovy, fill=0.9)
     azimuth = torch.full((t,), float(opts.azimuth))
-    if opts.camera == "orbit":
+    if camera == "orbit":
         azimuth = azimuth + 360.0 * torch.arange(t, dtype=torch.float32) / max(t, 1)
     eyes = orbit_positions(targets, torch.full((t,), float(distance)), azimuth, torch.full((t,), float(elevation)))
     cams = Cameras(look_at(eyes, targets), intrinsics(torch.full((t,), float(opts.fovy)), w, h), w, h).to(device)
-    return FramePlan(poses, cams, fps, retarget)
+    return FramePlan(poses, cams, fps, retarget, camera, targets)
 
 
 @torch.no_grad()

@@ -1,4 +1,5 @@
-"""Exports: INRIA .ply round trip, motion frames, sequences, .splat, compressed .ply, skinned .glb."""
+"""Exports: INRIA .ply round trip, motion frames, sequences, .splat, compressed .ply, skinned .glb
+with expression morph targets."""
 
 from __future__ import annotations
 
@@ -7,15 +8,19 @@ import pytest
 import torch
 import trimesh
 from plyfile import PlyData
+from scipy.spatial import cKDTree
 
 from avatarcli import api
 from avatarcli.errors import AvatarError
-from avatarcli.formats.gltf import build_glb, read_glb_json
-from avatarcli.formats.ply import ply_fields, read_ply
+from avatarcli.formats.glb import accessor_array, read_glb_json
+from avatarcli.formats.gltf import build_glb, top4_weights
+from avatarcli.formats.ply import drop_empty_ply_elements, ply_fields, read_ply
 from avatarcli.model.binding import deform
+from avatarcli.model.gaussians import sh0_to_rgb
 from avatarcli.motion.builtin import builtin_motion
 from avatarcli.motion.motion import to_template_poses
 from avatarcli.rotations import quat_to_matrix
+from avatarcli.templates.mannequin.head_shape import EXPRESSION_NAMES
 
 
 def test_ply_has_the_inria_layout_and_round_trips(head_avatar, head_template, tmp_path):
@@ -57,49 +62,95 @@ def test_sequence_writes_a_ply_per_frame(head_avatar, head_template, tmp_path):
     assert not torch.equal(first.means, mid.means)
 
 
-def test_splat_and_compressed_ply(head_avatar, head_template, tmp_path):
+def test_splat_file_size(head_avatar, tmp_path):
     api.export(head_avatar, tmp_path / "h.splat")
     assert (tmp_path / "h.splat").stat().st_size == 32 * len(head_avatar)
-    api.export(head_avatar, tmp_path / "h.compressed.ply")
-    ply = PlyData.read(str(tmp_path / "h.compressed.ply"))
-    names = [e.name for e in ply.elements]
-    assert "chunk" in names and ply["vertex"].count == len(head_avatar)
 
 
-def _glb_accessor(js, binary, i):
-    acc = js["accessors"][i]
-    view = js["bufferViews"][acc["bufferView"]]
-    dtype = {5126: np.float32, 5121: np.uint8, 5123: np.uint16, 5125: np.uint32}[acc["componentType"]]
-    width = {"SCALAR": 1, "VEC3": 3, "VEC4": 4, "MAT4": 16}[acc["type"]]
-    data = np.frombuffer(binary, dtype=dtype, count=acc["count"] * width, offset=view["byteOffset"])
-    return data.reshape(acc["count"], width) if width > 1 else data
+def _decode_compressed_ply(path):
+    """SuperSplat's compressed .ply back to float values (its published layout): chunks of
+    256 Gaussians with min/max bounds; 11-10-11 bit positions and log-scales, the rotation as
+    its three smallest components in 10 bits each plus the index of the largest, 8-bit colour
+    and opacity."""
+    ply = PlyData.read(str(path))
+    ch, v = ply["chunk"].data, ply["vertex"].data
+    c = np.arange(len(v)) // 256
+
+    def lerp(lo, hi, t):
+        return ch[lo][c] + t * (ch[hi][c] - ch[lo][c])
+
+    def unpack_111011(x):
+        x = x.astype(np.int64)
+        return ((x >> 21) & 2047) / 2047, ((x >> 11) & 1023) / 1023, (x & 2047) / 2047
+
+    px, py, pz = unpack_111011(v["packed_position"])
+    means = np.stack([lerp("min_x", "max_x", px), lerp("min_y", "max_y", py), lerp("min_z", "max_z", pz)], 1)
+    steps = np.stack([(ch[f"max_{a}"] - ch[f"min_{a}"])[c] / n for a, n in zip("xyz", (2047, 1023, 2047), strict=True)], 1)
+    sx, sy, sz = unpack_111011(v["packed_scale"])
+    log_scales = np.stack([lerp(f"min_scale_{a}", f"max_scale_{a}", t) for a, t in zip("xyz", (sx, sy, sz), strict=True)], 1)
+    col = v["packed_color"].astype(np.int64)
+    rgb = np.stack([lerp(f"min_{a}", f"max_{a}", ((col >> s) & 255) / 255) for a, s in (("r", 24), ("g", 16), ("b", 8))], 1)
+    opacity = (col & 255) / 255
+    rot = v["packed_rotation"].astype(np.int64)
+    small = np.stack([((rot >> s) & 1023) / 1023 for s in (20, 10, 0)], 1)
+    small = (small - 0.5) / (np.sqrt(2) * 0.5)
+    largest = rot >> 30
+    quats = np.zeros((len(v), 4))
+    others = np.array([[1, 2, 3], [0, 2, 3], [0, 1, 3], [0, 1, 2]])[largest]
+    np.put_along_axis(quats, others, small, axis=1)
+    quats[np.arange(len(v)), largest] = np.sqrt(np.clip(1 - (small**2).sum(1), 0, 1))
+    return ply, means, steps, log_scales, quats, opacity, rgb
+
+
+def test_compressed_ply_declares_no_empty_element_and_round_trips(head_avatar, head_template, tmp_path):
+    out = tmp_path / "h.compressed.ply"
+    api.export(head_avatar, out)
+    assert head_avatar.gaussians.sh_degree == 0
+    ply, means, steps, log_scales, quats, opacity, rgb = _decode_compressed_ply(out)
+    # every element declares a property: the empty `element sh N` made readers refuse the file
+    assert [e.name for e in ply.elements] == ["chunk", "vertex"]
+    assert all(len(e.properties) > 0 for e in ply.elements)
+    assert b"element sh" not in out.read_bytes()[:2000]
+    want = head_avatar.posed(head_template).gaussians()
+    assert len(means) == len(want)
+    # the writer reorders the Gaussians (Morton order): match them by position
+    _, idx = cKDTree(want.means.double().numpy()).query(means)
+    assert len(np.unique(idx)) == len(idx)
+    assert (np.abs(means - want.means.double().numpy()[idx]) <= 0.5 * steps + 1e-6).all()  # half a quantisation step
+    assert np.abs(log_scales - want.log_scales.double().numpy()[idx]).max() < 0.02
+    assert np.abs(opacity - torch.sigmoid(want.opacity_logits).double().numpy()[idx]).max() < 1 / 255 + 1e-6
+    assert np.abs(rgb - sh0_to_rgb(want.sh[:, 0]).double().numpy()[idx]).max() < 1 / 255 + 1e-6
+    wq = torch.nn.functional.normalize(want.quats.double(), dim=-1).numpy()[idx]
+    assert np.abs((quats * wq).sum(1)).min() > 0.999
+
+
+def test_drop_empty_ply_elements_keeps_the_data():
+    body = bytes(range(24))
+    header = b"ply\nformat binary_little_endian 1.0\nelement vertex 2\nproperty float a\nproperty float b\nproperty float c\n"
+    data = header + b"element sh 2\ncomment nothing here\nend_header\n" + body
+    out = drop_empty_ply_elements(data)
+    assert out == header + b"end_header\n" + body
+    assert drop_empty_ply_elements(out) == out
 
 
 def _quat_xyzw_to_matrix(q):
     return quat_to_matrix(torch.from_numpy(np.asarray(q, dtype=np.float64)[[3, 0, 1, 2]])).numpy()
 
 
-def test_glb_skin_poses_like_the_template(body_avatar, body_template, tmp_path):
-    motion = builtin_motion("wave", fps=6)
-    data = build_glb(body_avatar, body_template, motion)
-    (tmp_path / "b.glb").write_bytes(data)
-    scene = trimesh.load(tmp_path / "b.glb")
-    mesh = next(iter(scene.geometry.values()))
-    assert len(mesh.vertices) == body_template.num_vertices
-    js, binary = read_glb_json(data)
+def _skinned_glb_frame(js, binary, k):
+    """What a game engine draws at key frame k: node transforms from the animation, morph
+    targets weighted by the animated weights, then the skin."""
     skin = js["skins"][0]
-    assert len(skin["joints"]) == 55
     prim = js["meshes"][0]["primitives"][0]
-    weights = _glb_accessor(js, binary, prim["attributes"]["WEIGHTS_0"])
-    assert np.allclose(weights.sum(1), 1.0, atol=1e-5)
-    # a game engine's view of frame k: node transforms from the animation, joint matrices, skinning
-    k = 10
     nodes = js["nodes"]
     anim = js["animations"][0]
-    local = {}
+    local, morph = {}, None
     for ch in anim["channels"]:
-        out = _glb_accessor(js, binary, anim["samplers"][ch["sampler"]]["output"])[k]
-        local.setdefault(ch["target"]["node"], {})[ch["target"]["path"]] = out
+        out = accessor_array(js, binary, anim["samplers"][ch["sampler"]]["output"])
+        if ch["target"]["path"] == "weights":
+            morph = out.reshape(-1, len(prim["targets"]))[k]
+        else:
+            local.setdefault(ch["target"]["node"], {})[ch["target"]["path"]] = out[k]
     world = {}
 
     def visit(n, parent):
@@ -113,22 +164,88 @@ def test_glb_skin_poses_like_the_template(body_avatar, body_template, tmp_path):
             visit(c, world[n])
 
     visit(skin["skeleton"], np.eye(4))
-    ibm = _glb_accessor(js, binary, skin["inverseBindMatrices"]).reshape(-1, 4, 4).transpose(0, 2, 1)
+    ibm = accessor_array(js, binary, skin["inverseBindMatrices"]).reshape(-1, 4, 4).transpose(0, 2, 1)
     mats = np.stack([world[n] @ ibm[i] for i, n in enumerate(skin["joints"])])
-    pos = _glb_accessor(js, binary, prim["attributes"]["POSITION"]).astype(np.float64)
-    jnt = _glb_accessor(js, binary, prim["attributes"]["JOINTS_0"]).astype(np.int64)
+    pos = accessor_array(js, binary, prim["attributes"]["POSITION"]).astype(np.float64)
+    for w, target in zip(morph, prim["targets"], strict=True):
+        pos = pos + w * accessor_array(js, binary, target["POSITION"])
+    jnt = accessor_array(js, binary, prim["attributes"]["JOINTS_0"]).astype(np.int64)
+    weights = accessor_array(js, binary, prim["attributes"]["WEIGHTS_0"]).astype(np.float64)
     blended = (mats[jnt] * weights[..., None, None]).sum(1)
-    skinned = (blended[:, :3, :3] @ pos[..., None])[..., 0] + blended[:, :3, 3]
+    return (blended[:, :3, :3] @ pos[..., None])[..., 0] + blended[:, :3, 3]
+
+
+def test_glb_skin_and_morph_targets_pose_like_the_template(body_avatar, body_template, tmp_path):
+    motion = builtin_motion("wave", fps=6)
+    data = build_glb(body_avatar, body_template, motion)
+    (tmp_path / "b.glb").write_bytes(data)
+    scene = trimesh.load(tmp_path / "b.glb")
+    mesh = next(iter(scene.geometry.values()))
+    assert len(mesh.vertices) == body_template.num_vertices
+    js, binary = read_glb_json(data)
+    assert len(js["skins"][0]["joints"]) == 55
+    weights = accessor_array(js, binary, js["meshes"][0]["primitives"][0]["attributes"]["WEIGHTS_0"])
+    assert np.allclose(weights.sum(1), 1.0, atol=1e-5)
     poses, _ = to_template_poses(motion, body_template)
     poses.translation = poses.translation - poses.translation[:1]
-    poses.expression = torch.zeros_like(poses.expression)  # the .glb carries the skeleton, not the face
+    k = 20  # the hand is up and smiling
     want = body_template.pose(poses.index([k])).vertices[0].double().numpy()
-    assert np.abs(skinned - want).max() < 1e-4
+    no_face = poses.index([k])
+    no_face.expression = torch.zeros_like(no_face.expression)
+    assert np.abs(want - body_template.pose(no_face).vertices[0].double().numpy()).max() > 2e-3  # the smile shows
+    assert np.abs(_skinned_glb_frame(js, binary, k) - want).max() < 1e-4
+
+
+@pytest.mark.parametrize("kind", ["head", "body"])
+def test_glb_points_zero_weights_at_joint_zero(kind, request):
+    avatar, template = request.getfixturevalue(f"{kind}_avatar"), request.getfixturevalue(f"{kind}_template")
+    js, binary = read_glb_json(build_glb(avatar, template))
+    prim = js["meshes"][0]["primitives"][0]
+    jnt = accessor_array(js, binary, prim["attributes"]["JOINTS_0"])
+    weights = accessor_array(js, binary, prim["attributes"]["WEIGHTS_0"])
+    assert (weights == 0).any()  # the template has vertices on fewer than four joints
+    assert (jnt[weights == 0] == 0).all()  # ACCESSOR_JOINTS_USED_ZERO_WEIGHT otherwise
+    # and no joint twice among the weighted slots
+    used = np.where(weights > 0, jnt.astype(np.int64), -1 - np.arange(4))
+    assert all(len(set(row)) == 4 for row in used)
+
+
+def test_top4_weights():
+    w = np.array([[0.0, 0.7, 0.0, 0.3, 0.0, 0.0], [0.1, 0.2, 0.3, 0.2, 0.1, 0.1]])
+    joints, w4 = top4_weights(w)
+    assert joints[0].tolist() == [1, 3, 0, 0] and np.allclose(w4[0], [0.7, 0.3, 0, 0])
+    assert joints[1].tolist() == [2, 1, 3, 0] and np.allclose(w4[1], np.array([0.3, 0.2, 0.2, 0.1]) / 0.8)
+    assert np.allclose(w4.sum(1), 1.0)
+
+
+def test_glb_carries_expressions_as_morph_targets_and_a_weights_channel(head_avatar, head_template):
+    motion = builtin_motion("talk", fps=10)
+    js, binary = read_glb_json(build_glb(head_avatar, head_template, motion))
+    mesh = js["meshes"][0]
+    targets = mesh["primitives"][0]["targets"]
+    e = head_template.num_expression
+    assert len(targets) == e == len(mesh["weights"])
+    assert mesh["extras"]["targetNames"] == list(EXPRESSION_NAMES)
+    for k, target in enumerate(targets):
+        acc = js["accessors"][target["POSITION"]]
+        delta = accessor_array(js, binary, target["POSITION"])
+        assert np.allclose(delta, head_template.exprdirs[:, :, k].numpy(), atol=1e-7)
+        assert np.allclose(acc["min"], delta.min(0)) and np.allclose(acc["max"], delta.max(0))  # glTF requires them
+    anim = js["animations"][0]
+    (ch,) = [c for c in anim["channels"] if c["target"]["path"] == "weights"]
+    assert ch["target"]["node"] == 0 and "mesh" in js["nodes"][0]
+    sampler = anim["samplers"][ch["sampler"]]
+    times = accessor_array(js, binary, sampler["input"])
+    w = accessor_array(js, binary, sampler["output"]).reshape(len(times), e)
+    assert len(times) == len(motion)
+    assert np.allclose(w, motion.expression.numpy(), atol=1e-6)
+    blink = w[:, EXPRESSION_NAMES.index("blink")]
+    assert blink.max() > 0.9 and blink.min() < 0.05  # the lids close and open again
 
 
 def test_glb_colours_come_from_the_gaussians(head_avatar, head_template):
     js, binary = read_glb_json(build_glb(head_avatar, head_template))
-    colors = _glb_accessor(js, binary, js["meshes"][0]["primitives"][0]["attributes"]["COLOR_0"])
+    colors = accessor_array(js, binary, js["meshes"][0]["primitives"][0]["attributes"]["COLOR_0"])
     assert colors.shape == (head_template.num_vertices, 3)
     skin_tone = head_avatar.gaussians.colors.mean(0).numpy()
     assert np.abs(np.median(colors, 0) - skin_tone).max() < 0.15

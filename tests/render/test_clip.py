@@ -72,6 +72,32 @@ def test_follow_camera_keeps_the_walker_in_frame(body_template, body_avatar):
     assert (px[:, 0, 0] - 32).abs().max() < 12
 
 
+def _figure_heights(template, plan):
+    """Height in pixels of the posed template's bounding box in every frame (T,)."""
+    px, depth = plan.cameras.project(template.pose(plan.poses).vertices)
+    assert (depth > 0).all()
+    return px[..., 1].max(1).values - px[..., 1].min(1).values
+
+
+def test_default_camera_keeps_a_walking_body_large(body_template, body_avatar):
+    motion = builtin_motion("walk", fps=5)  # 5.5 m in 4.4 s
+    size = 160
+    plan = plan_frames(body_avatar, body_template, motion, AnimateOptions(size=(size, size)))
+    assert plan.camera == "follow"
+    heights = _figure_heights(body_template, plan)
+    assert heights.min() > 0.6 * size, heights  # a fixed camera framing the whole walk: a third of the frame
+    front = plan_frames(body_avatar, body_template, motion, AnimateOptions(size=(size, size), camera="front"))
+    assert _figure_heights(body_template, front).max() < 0.45 * size
+
+
+@pytest.mark.parametrize(("kind", "name"), [("body", "dance"), ("body", "wave"), ("head", "talk"), ("head", "turn")])
+def test_default_camera_stays_put_for_motions_on_the_spot(kind, name, request):
+    template, avatar = request.getfixturevalue(f"{kind}_template"), request.getfixturevalue(f"{kind}_avatar")
+    plan = plan_frames(avatar, template, builtin_motion(name, kind, fps=4), AnimateOptions(size=(32, 32)))
+    assert plan.camera == "front"
+    assert torch.allclose(plan.cameras.viewmats, plan.cameras.viewmats[:1].expand_as(plan.cameras.viewmats))
+
+
 @pytest.mark.parametrize(
     "args",
     [
