@@ -3,10 +3,13 @@
 Closest points are answered with a KD-tree over triangle samples (scipy) followed by exact
 point-triangle distances on the candidates, vectorised over all queries: rigging a million
 Gaussians is a few seconds rather than a Python loop (trimesh's own query goes through rtree
-one point at a time).
+one point at a time). The candidates are widened until they provably hold the closest
+triangle, so the answer is exact, not a guess from the nearest few samples.
 """
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -14,6 +17,9 @@ from scipy.spatial import cKDTree
 
 def closest_point_on_triangles(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Closest points on triangles (a, b, c) to points p, all (N, 3).
+
+    Degenerate triangles (two corners together, or all three in a line, to about 1e-6 of
+    their size) are the union of their edges, and are answered as such.
 
     Returns:
         closest: (N, 3) points; bary: (N, 3) their barycentric coordinates.
@@ -28,32 +34,56 @@ def closest_point_on_triangles(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: n
     vb = d5 * d2 - d1 * d6
     vc = d1 * d4 - d3 * d2
 
-    n = len(p)
-    bary = np.zeros((n, 3))
-    done = np.zeros(n, dtype=bool)
-
-    def take(mask: np.ndarray, w: np.ndarray) -> None:
-        m = mask & ~done
-        bary[m] = w[m]
-        done[m] = True
-
-    ones, zeros = np.ones(n), np.zeros(n)
-    take((d1 <= 0) & (d2 <= 0), np.c_[ones, zeros, zeros])
-    take((d3 >= 0) & (d4 <= d3), np.c_[zeros, ones, zeros])
+    # Voronoi regions of the corners, then the edges, then the inside (Ericson, Real-Time
+    # Collision Detection, 5.1.5); the first that holds wins
+    regions = [
+        (d1 <= 0) & (d2 <= 0),
+        (d3 >= 0) & (d4 <= d3),
+        (vc <= 0) & (d1 >= 0) & (d3 <= 0),
+        (d6 >= 0) & (d5 <= d6),
+        (vb <= 0) & (d2 >= 0) & (d6 <= 0),
+        (va <= 0) & ((d4 - d3) >= 0) & ((d5 - d6) >= 0),
+    ]
     with np.errstate(divide="ignore", invalid="ignore"):
-        v = d1 / (d1 - d3)
-        take((vc <= 0) & (d1 >= 0) & (d3 <= 0), np.c_[1 - v, v, zeros])
-        take((d6 >= 0) & (d5 <= d6), np.c_[zeros, zeros, ones])
-        w = d2 / (d2 - d6)
-        take((vb <= 0) & (d2 >= 0) & (d6 <= 0), np.c_[1 - w, zeros, w])
-        w = (d4 - d3) / ((d4 - d3) + (d5 - d6))
-        take((va <= 0) & ((d4 - d3) >= 0) & ((d5 - d6) >= 0), np.c_[zeros, 1 - w, w])
+        v_ab = d1 / (d1 - d3)
+        w_ac = d2 / (d2 - d6)
+        w_bc = (d4 - d3) / ((d4 - d3) + (d5 - d6))
         denom = 1.0 / (va + vb + vc)
-        v, w = vb * denom, vc * denom
-        take(np.ones(n, dtype=bool), np.c_[1 - v - w, v, w])
-    bary = np.nan_to_num(bary, nan=1.0 / 3.0)
+        v_in, w_in = vb * denom, vc * denom
+        bary = np.stack(
+            [
+                np.select(regions, [1.0, 0.0, 1.0 - v_ab, 0.0, 1.0 - w_ac, 0.0], default=1.0 - v_in - w_in),
+                np.select(regions, [0.0, 1.0, v_ab, 0.0, 0.0, 1.0 - w_bc], default=v_in),
+                np.select(regions, [0.0, 0.0, 0.0, 1.0, w_ac, w_bc], default=w_in),
+            ],
+            axis=1,
+        )
+    cx = ab[:, 1] * ac[:, 2] - ab[:, 2] * ac[:, 1]
+    cy = ab[:, 2] * ac[:, 0] - ab[:, 0] * ac[:, 2]
+    cz = ab[:, 0] * ac[:, 1] - ab[:, 1] * ac[:, 0]
+    flat = cx * cx + cy * cy + cz * cz <= 1e-12 * (ab * ab).sum(1) * (ac * ac).sum(1)
+    if flat.any():
+        bary[flat] = _closest_on_edges(p[flat], a[flat], b[flat], c[flat])
     closest = bary[:, :1] * a + bary[:, 1:2] * b + bary[:, 2:] * c
     return closest, bary
+
+
+def _closest_on_edges(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Barycentric coordinates (N, 3) of the closest point to p on the edges of (a, b, c)."""
+    corners = (a, b, c)
+    best = np.full(len(p), np.inf)
+    bary = np.zeros((len(p), 3))
+    for i, j in ((0, 1), (1, 2), (2, 0)):
+        e = corners[j] - corners[i]
+        l2 = (e * e).sum(1)
+        t = np.where(l2 > 0, ((p - corners[i]) * e).sum(1) / np.where(l2 > 0, l2, 1.0), 0.0).clip(0.0, 1.0)
+        d = ((corners[i] + t[:, None] * e - p) ** 2).sum(1)
+        closer = d < best
+        best[closer] = d[closer]
+        bary[closer] = 0.0
+        bary[closer, i] = 1.0 - t[closer]
+        bary[closer, j] = t[closer]
+    return bary
 
 
 class SurfaceQuery:
@@ -82,9 +112,18 @@ class SurfaceQuery:
             owner.append(np.repeat(sel, len(bc)))
         self._owner = np.concatenate(owner)
         self._tree = cKDTree(np.concatenate(pts))
+        # The samples cut each triangle into k^2 copies of itself shrunk k times, and every
+        # point of a triangle lies within its longest edge / sqrt(3) of one of its corners: so
+        # every surface point lies within ``reach`` of a sample of its own triangle.
+        self._reach = float((longest / per_edge).max()) / np.sqrt(3.0) * (1.0 + 1e-6) + 1e-12
 
     def closest(self, points: np.ndarray, candidates: int = 16, chunk: int = 1 << 17) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Closest surface points to ``points`` (N, 3).
+
+        The triangles of the ``candidates`` nearest samples give a first answer at distance
+        d. A triangle closer than d has a sample within d + ``reach``; where such samples are
+        not all among the candidates (samples shared by many small triangles can crowd a big
+        one out), every sample within that radius is tried as well, so the answer is exact.
 
         Returns:
             face_idx: (N,) int64; bary: (N, 3); distance: (N,) metres.
@@ -94,21 +133,34 @@ class SurfaceQuery:
         face_idx = np.zeros(n, dtype=np.int64)
         bary = np.zeros((n, 3))
         dist = np.zeros(n)
+        k = min(candidates, len(self._owner))
         for s in range(0, n, chunk):
             p = points[s : s + chunk]
-            _, nn = self._tree.query(p, k=candidates, workers=-1)
-            cand = self._owner[nn]  # (m, k) candidate faces, duplicates are harmless
             m = len(p)
-            tri = self.verts[self.faces[cand.reshape(-1)]]
-            pr = np.repeat(p, candidates, axis=0)
-            cl, bc = closest_point_on_triangles(pr, tri[:, 0], tri[:, 1], tri[:, 2])
-            d = np.linalg.norm(cl - pr, axis=1).reshape(m, candidates)
-            best = d.argmin(1)
-            rows = np.arange(m)
-            face_idx[s : s + m] = cand[rows, best]
-            bary[s : s + m] = bc.reshape(m, candidates, 3)[rows, best]
-            dist[s : s + m] = d[rows, best]
+            near, nn = self._tree.query(p, k=k, workers=-1)
+            near, nn = near.reshape(m, k), nn.reshape(m, k)
+            f, b, d = self._best(p, np.repeat(np.arange(m), k), self._owner[nn.reshape(-1)])
+            unsure = np.nonzero(near[:, -1] < d + self._reach)[0] if k < len(self._owner) else np.zeros(0, dtype=np.int64)
+            if len(unsure):
+                hits = self._tree.query_ball_point(p[unsure], d[unsure] + self._reach, workers=-1, return_sorted=False)
+                counts = np.fromiter((len(h) for h in hits), dtype=np.int64, count=len(hits))
+                flat = np.fromiter(itertools.chain.from_iterable(hits), dtype=np.int64, count=int(counts.sum()))
+                rows = np.repeat(np.arange(len(unsure)), counts)
+                f[unsure], b[unsure], d[unsure] = self._best(p[unsure], rows, self._owner[flat])
+            face_idx[s : s + m], bary[s : s + m], dist[s : s + m] = f, b, d
         return face_idx, bary, dist
+
+    def _best(self, p: np.ndarray, rows: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per point ``p[r]`` (m, 3), the closest of the faces paired with it in (``rows``,
+        ``faces``) (each point has at least one): face (m,), bary (m, 3), distance (m,)."""
+        nf = len(self.faces)
+        r, fc = np.divmod(np.unique(rows * nf + faces), nf)  # each pair once, by point then face
+        tri = self.verts[self.faces[fc]]
+        cl, bc = closest_point_on_triangles(p[r], tri[:, 0], tri[:, 1], tri[:, 2])
+        d = np.linalg.norm(cl - p[r], axis=1)
+        order = np.lexsort((d, r))
+        first = order[np.r_[True, r[order][1:] != r[order][:-1]]]
+        return fc[first], bc[first], d[first]
 
 
 def ray_first_hit(origins: np.ndarray, directions: np.ndarray, verts: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -224,6 +224,39 @@ def rest_posed(template: Template, betas: Tensor | None = None) -> Posed:
     return template.pose(template.zero_pose(1), betas)
 
 
+# Directions a triangle's affine frame stretches by less than this fraction of its longest
+# carry nothing but rounding (float32 vertices: about 1e-7 of their size) and are dropped.
+FRAME_RTOL = 1e-6
+# Frames better conditioned than this (1 / Frobenius condition number) are inverted in
+# closed form (float64: accurate to about 1e-12); the rest go through the SVD.
+_WELL_CONDITIONED = 1e-4
+
+
+def solve_frames(affine: Tensor, offsets: Tensor) -> Tensor:
+    """Local coordinates ``x`` (N, 3) with ``affine @ x = offsets`` for frames (N, 3, 3) (float64).
+
+    The minimum-norm least-squares solution, with the frame's singular values below
+    ``FRAME_RTOL`` times its largest treated as zero. For a healthy triangle that is the
+    exact inverse; for a sliver or a degenerate triangle (two corners together, three in a
+    line: the frame is near-singular or singular) an exact solve would blow a point's
+    rounding error up into huge coordinates, or fail, while this one keeps the coordinates
+    as small as the point allows, so ``affine @ x`` lands back on it to rounding.
+    """
+    c1, c2, c3 = affine.unbind(-1)
+    adj = torch.stack([torch.linalg.cross(c2, c3), torch.linalg.cross(c3, c1), torch.linalg.cross(c1, c2)], dim=-2)
+    det = (c1 * adj[..., 0, :]).sum(-1)
+    healthy = det.abs() > _WELL_CONDITIONED * affine.flatten(-2).norm(dim=-1) * adj.flatten(-2).norm(dim=-1)
+    out = (adj @ offsets[..., None])[..., 0] / torch.where(healthy, det, torch.ones_like(det))[..., None]
+    if not bool(healthy.all()):
+        ill = (~healthy).nonzero()[:, 0]
+        u, sv, vh = torch.linalg.svd(affine[ill])
+        keep = sv > FRAME_RTOL * sv[..., :1]
+        inv = torch.where(keep, 1.0 / torch.where(keep, sv, torch.ones_like(sv)), torch.zeros_like(sv))
+        coeffs = inv * (u.transpose(-1, -2) @ offsets[ill, :, None])[..., 0]
+        out[ill] = (vh.transpose(-1, -2) @ coeffs[..., None])[..., 0]
+    return out
+
+
 def world_to_triangle_local(
     means: Tensor, quats: Tensor, log_scales: Tensor, face_idx: Tensor, posed: Posed, template: Template
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -239,8 +272,7 @@ def world_to_triangle_local(
     """
     centers, rots, k, affine = _frames(posed.vertices, template.faces)
     c, r, kk = centers[0, face_idx], rots[0, face_idx], k[0, face_idx, None]
-    a = affine[0, face_idx].double()
-    local_means = torch.linalg.solve(a, (means - c).double()[..., None])[..., 0].to(means.dtype)
+    local_means = solve_frames(affine[0, face_idx].double(), (means - c).double()).to(means.dtype)
     local_quats = quat_multiply(quat_conjugate(matrix_to_quat(r)), F.normalize(quats, dim=-1))
     return local_means, local_quats, log_scales - torch.log(kk)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import importlib.metadata
 import io
 import os
 import shutil
@@ -42,14 +43,30 @@ def cache_dir() -> Path:
     return (Path(base) if base else Path.home() / ".cache") / "avatarcli"
 
 
+# The libraries whose arithmetic shapes a mannequin: another version may mesh, decimate or
+# skin it differently, so each version gets its own cached build.
+BUILDER_LIBRARIES = ("numpy", "scipy", "scikit-image", "trimesh", "fast-simplification", "torch")
+
+
 def _builder_digest() -> str:
-    """A short hash of the code that sculpts the mannequins: a changed sculpture never
-    reuses a stale cache."""
+    """A short hash of what sculpts the mannequins: the code (the builders and the modules
+    they use) and the versions of ``BUILDER_LIBRARIES``. A changed sculpture never reuses a
+    stale cache."""
     here = Path(__file__).parent
     h = hashlib.sha256()
-    for path in [here / "model_files.py", *sorted((here / "mannequin").glob("*.py"))]:
-        h.update(path.read_bytes())
+    sources = [here / "model_files.py", here / "skeletons.py", here.parent / "geometry.py", *sorted((here / "mannequin").glob("*.py"))]
+    for path in sources:
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    for name in BUILDER_LIBRARIES:
+        h.update(f"{name}=={_version(name)}\n".encode())
     return h.hexdigest()[:10]
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "missing"
 
 
 def builtin_root(kind: Kind) -> Path:

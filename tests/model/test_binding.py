@@ -106,3 +106,42 @@ def test_skinning_weights_come_from_the_surface(body_template):
     want = sum(bary[:, k, None] * body_template.weights[corners[:, k]] for k in range(3))
     assert torch.allclose(w, want)
     assert torch.allclose(w.sum(1), torch.ones(3), atol=1e-5)
+
+
+def _lone_triangles(corners: torch.Tensor):
+    """Separate triangles (T, 3, 3) as a posed batch of one and the faces they use."""
+    from types import SimpleNamespace
+
+    faces = torch.arange(3 * len(corners)).reshape(-1, 3)
+    return SimpleNamespace(vertices=corners.reshape(1, -1, 3)), SimpleNamespace(faces=faces)
+
+
+def test_triangle_binding_round_trips_on_slivers_and_degenerate_triangles():
+    """Points on any triangle come back exactly through world_to_triangle_local and deform,
+    with local coordinates no larger than the triangle's own (no rounding blown up)."""
+    a = torch.tensor([0.31, 0.42, 0.27], dtype=torch.float64)
+    u = torch.tensor([0.006, -0.002, 0.004], dtype=torch.float64)
+    w = torch.tensor([-0.001, 0.005, 0.002], dtype=torch.float64)
+    across = torch.linalg.cross(u, w)
+    across = torch.linalg.cross(across, u) / (across.norm() * u.norm())  # in the plane, across u
+    corners = torch.stack(
+        [
+            torch.stack([a, a + u, a + w]),  # healthy
+            torch.stack([a, a + u, a + 0.4 * u + 1e-9 * across]),  # a sliver: 1 nm thick
+            torch.stack([a, a + u, a + 0.4 * u]),  # three corners in a line
+            torch.stack([a, a, a + w]),  # two corners together
+            torch.stack([a, a + u, a + u]),
+            torch.tensor([[0.25, 0.5, 0.125], [0.375, 0.5, 0.125], [0.3125, 0.5, 0.125]], dtype=torch.float64),  # exactly in a line
+        ]
+    ).float()
+    posed, tpl = _lone_triangles(corners)
+    bary = torch.tensor([[1 / 3, 1 / 3, 1 / 3], [0.7, 0.2, 0.1], [0.05, 0.05, 0.9], [0.0, 0.5, 0.5], [1.0, 0.0, 0.0]])
+    t, k = len(corners), len(bary)
+    face_idx = torch.arange(t).repeat_interleave(k)
+    means = (corners[face_idx] * bary.repeat(t, 1)[..., None]).sum(1)
+    quats = torch.tensor([1.0, 0.0, 0.0, 0.0]).expand(len(means), -1)
+    lm, lq, ls = world_to_triangle_local(means, quats, torch.full((len(means), 3), -6.0), face_idx, posed, tpl)
+    assert torch.isfinite(lm).all() and torch.isfinite(lq).all() and torch.isfinite(ls).all()
+    assert lm.abs().max() <= 1.0  # a point on a triangle sits within its edges of the centroid
+    out = deform(Gaussians(lm, ls, lq, torch.zeros(len(lm)), torch.zeros(len(lm), 1, 3)), TriangleBinding(face_idx), tpl, posed)
+    assert (out.means[0] - means).abs().max() < 2e-7  # float32 rounding of coordinates near 0.5 m

@@ -11,7 +11,7 @@ import numpy as np
 
 from avatarcli.templates.mannequin import body_shape as B
 from avatarcli.templates.mannequin import head_shape as H
-from avatarcli.templates.mannequin import mesher, skinning
+from avatarcli.templates.mannequin import mesher, repair, skinning
 from avatarcli.templates.mannequin.head import contour_extras, ibug_embedding
 from avatarcli.templates.model_files import TemplateArrays
 from avatarcli.templates.skeletons import SMPLX_EXTRA_JOINT_NAMES, SMPLX_JOINT_NAMES, SMPLX_PARENTS
@@ -36,7 +36,7 @@ def _labels(skin_v: np.ndarray) -> np.ndarray:
     """Joint index per skin vertex: the piece whose surface is nearest, the face split by region."""
     import torch
 
-    p = torch.as_tensor(skin_v, dtype=torch.float32)
+    p = torch.as_tensor(skin_v, dtype=torch.float64)
     pieces = B.parts()
     dists = []
     for part in pieces:
@@ -46,7 +46,7 @@ def _labels(skin_v: np.ndarray) -> np.ndarray:
             behind = ((skin_v - a) @ (b - a)) < 0.0
             d[behind] = np.inf
         dists.append(d)
-    head_d = H.head_sdf(p - torch.as_tensor(B.HEAD_OFFSET, dtype=torch.float32), solid_neck=True).abs().numpy()
+    head_d = H.head_sdf(p - torch.as_tensor(B.HEAD_OFFSET, dtype=torch.float64), solid_neck=True).abs().numpy()
     dists.append(head_d)
     owner = np.argmin(np.stack(dists), axis=0)
     labels = np.array([NAMES.index(part.joint) for part in pieces] + [-1])[owner]
@@ -157,7 +157,20 @@ def relaxed_hands() -> np.ndarray:
 
 
 def build() -> TemplateArrays:
-    """Sculpt, mesh, rig and embed the body. Deterministic; takes well under a minute."""
+    """Sculpt, mesh, rig and embed the body. Takes well under a minute.
+
+    The same on any machine (:func:`mesher.reproducible`, :func:`mesher.sample_grid`); no
+    triangle of it is below ``repair.MIN_QUALITY``.
+
+    Raises:
+        ValueError: a triangle below that quality: the template would bind and query
+            unreliably, and must not reach the cache.
+    """
+    with mesher.reproducible():
+        return _build()
+
+
+def _build() -> TemplateArrays:
     skin = mesher.sdf_to_mesh(B.body_sdf, B.BODY_LO, B.BODY_HI, VOXEL, SKIN_FACES, lenses=_lenses())
     skin_v = np.asarray(skin.vertices)
     n_skin = len(skin_v)
@@ -174,6 +187,7 @@ def build() -> TemplateArrays:
         start += len(v)
     v_all = np.concatenate(verts)
     f_all = np.concatenate(faces)
+    repair.check_quality(v_all, f_all, "the built-in body")
 
     joints = B.joint_positions()
     labels = _labels(skin_v)

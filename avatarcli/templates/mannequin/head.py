@@ -10,7 +10,7 @@ import numpy as np
 import trimesh
 
 from avatarcli.templates.mannequin import head_shape as H
-from avatarcli.templates.mannequin import mesher, skinning
+from avatarcli.templates.mannequin import mesher, repair, skinning
 from avatarcli.templates.mannequin.embedding import snap
 from avatarcli.templates.model_files import TemplateArrays
 from avatarcli.templates.skeletons import FLAME_PARENTS
@@ -62,7 +62,20 @@ def ibug_embedding(mesh: trimesh.Trimesh, offset: np.ndarray) -> tuple[np.ndarra
 
 
 def build() -> TemplateArrays:
-    """Sculpt, mesh, rig and embed the head. Deterministic; takes a few seconds."""
+    """Sculpt, mesh, rig and embed the head. Takes a few seconds.
+
+    The same on any machine (:func:`mesher.reproducible`, :func:`mesher.sample_grid`); no
+    triangle of it is below ``repair.MIN_QUALITY``.
+
+    Raises:
+        ValueError: a triangle below that quality: the template would bind and query
+            unreliably, and must not reach the cache.
+    """
+    with mesher.reproducible():
+        return _build()
+
+
+def _build() -> TemplateArrays:
     b = H.HeadBounds()
     skin = mesher.sdf_to_mesh(H.head_sdf, np.array(b.lo), np.array(b.hi), VOXEL, SKIN_FACES)
     skin_v = np.asarray(skin.vertices)
@@ -77,6 +90,7 @@ def build() -> TemplateArrays:
         start += len(v)
     v_all = np.concatenate(verts)
     f_all = np.concatenate(faces)
+    repair.check_quality(v_all, f_all, "the built-in head")
     n_skin = len(skin_v)
 
     joints = np.stack(

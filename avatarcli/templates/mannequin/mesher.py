@@ -4,12 +4,16 @@ Marching cubes (scikit-image) on a grid that is evaluated exactly only near the 
 Taubin smoothing to remove the staircase, then quadric decimation (trimesh +
 fast-simplification) to a target size: decimation keeps triangles small where the surface
 curves (fingers, nose, lips) and large where it is flat (back, thighs), which is the density
-a template mesh wants.
+a template mesh wants. Decimation also leaves slivers, which :mod:`.repair` then removes.
+
+The grid is computed in float64 and quantised, and the build runs on one thread
+(:func:`reproducible`), so that machines with different CPUs build the same mesh.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +23,43 @@ import trimesh
 from skimage.measure import marching_cubes
 from torch import Tensor
 
+from avatarcli.templates.mannequin import repair
+
 SDF = Callable[[Tensor], Tensor]
+# Slivers are repaired up to this quality (above repair.MIN_QUALITY, which a build must meet),
+# moving the surface by at most this many voxels.
+REPAIR_QUALITY = 0.2
+REPAIR_DEVIATION_VOXELS = 0.3
+
+
+@contextmanager
+def reproducible() -> Iterator[None]:
+    """Run a mannequin build on one torch thread: no result can then depend on how a machine
+    splits the work (the build is cached, so the time this costs is paid once)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+# Grid values are multiples of this (metres, about 0.06 micrometres): far below a voxel, far
+# above the rounding by which two machines' float64 arithmetic differs (SIMD paths, libm), so
+# both round to the same grid and mesh it alike (float32 rounding is not: the same SDF on the
+# same machine, evaluated in float32 with and without vector instructions, differed by up to
+# 0.04 micrometres in a third of the head's voxels, and gave another mesh).
+QUANTUM = 2.0**-24
+# Values are clamped to this many voxels either side of the surface (marching cubes reads only
+# their signs there); a clamped multiple of QUANTUM is exactly a float32.
+CLAMP_VOXELS = 16
+
+
+def quantise_(values: Tensor, voxel: float) -> Tensor:
+    """Clamp ``values`` (float64) to ``CLAMP_VOXELS`` voxels and round them to a multiple of
+    ``QUANTUM``, in place; returns them."""
+    limit = CLAMP_VOXELS * voxel
+    return values.clamp_(-limit, limit).div_(QUANTUM).round_().mul_(QUANTUM)
 
 
 def sample_grid(sdf: SDF, lo: np.ndarray, hi: np.ndarray, voxel: float, block: int = 8, chunk: int = 1 << 20) -> np.ndarray:
@@ -27,18 +67,21 @@ def sample_grid(sdf: SDF, lo: np.ndarray, hi: np.ndarray, voxel: float, block: i
 
     Exact values are computed only in blocks of ``block``^3 voxels that can contain the surface
     (judged from a coarse grid); elsewhere the coarse values are interpolated, which keeps
-    the sign right and is all marching cubes reads there.
+    the sign right and is all marching cubes reads there. Everything is computed in float64
+    and quantised (:func:`quantise_`), so that the grid, and the mesh made from it, are the
+    same on any machine.
 
     Returns:
-        volume: float32 array (nx, ny, nz).
+        volume: float32 array (nx, ny, nz), every value a multiple of ``QUANTUM``.
     """
+    dt = torch.float64
     lo = np.asarray(lo, dtype=np.float64)
     dims = np.ceil((np.asarray(hi) - lo) / voxel).astype(int) + 1
     cdims = (dims + block - 1) // block + 1
     coarse_step = voxel * block
-    axes = [torch.arange(n, dtype=torch.float32) * coarse_step + float(o) for n, o in zip(cdims, lo, strict=True)]
+    axes = [torch.arange(n, dtype=dt) * coarse_step + float(o) for n, o in zip(cdims, lo, strict=True)]
     cpts = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
-    coarse = torch.cat([sdf(c) for c in cpts.split(chunk)]).reshape(*cdims)
+    coarse = quantise_(torch.cat([sdf(c) for c in cpts.split(chunk)]).reshape(*cdims), coarse_step)
 
     fine = F.interpolate(coarse[None, None], scale_factor=block, mode="trilinear", align_corners=True)[0, 0]
     # align_corners upsampling gives (c - 1) * block + 1 samples per axis
@@ -62,10 +105,10 @@ def sample_grid(sdf: SDF, lo: np.ndarray, hi: np.ndarray, voxel: float, block: i
     mask = F.max_pool3d(mask[None, None], kernel_size=2, stride=1)[0, 0] > 0
     mask = F.pad(mask, (0, 1, 0, 1, 0, 1))
     idx = mask[: dims[0], : dims[1], : dims[2]].nonzero()
-    pts = (idx.to(torch.float32) * voxel + torch.as_tensor(lo, dtype=torch.float32)).contiguous()
+    pts = (idx.to(dt) * voxel + torch.as_tensor(lo, dtype=dt)).contiguous()
     vals = torch.cat([sdf(c) for c in pts.split(chunk)])
     fine[idx[:, 0], idx[:, 1], idx[:, 2]] = vals
-    return fine.numpy()
+    return quantise_(fine, voxel).to(torch.float32).numpy()
 
 
 @dataclass(frozen=True)
@@ -117,7 +160,9 @@ def sdf_to_mesh(
         lenses: regions kept finer by decimation (applied in order, undone in reverse).
 
     Returns:
-        A mesh whose normals point out of the solid. Only its largest connected piece is kept.
+        A mesh whose normals point out of the solid, with no triangle below
+        ``REPAIR_QUALITY`` that a repair within ``REPAIR_DEVIATION_VOXELS`` could mend. Only
+        its largest connected piece is kept.
     """
     volume = sample_grid(sdf, lo, hi, voxel)
     verts, faces, _, _ = marching_cubes(volume, level=0.0, spacing=(voxel, voxel, voxel))
@@ -139,4 +184,5 @@ def sdf_to_mesh(
         trimesh.smoothing.filter_taubin(mesh, iterations=3)
     mesh.remove_unreferenced_vertices()
     mesh.merge_vertices()
-    return mesh
+    v, f = repair.repair_slivers(mesh.vertices, mesh.faces, REPAIR_QUALITY, REPAIR_DEVIATION_VOXELS * voxel)
+    return trimesh.Trimesh(v, f, process=False)

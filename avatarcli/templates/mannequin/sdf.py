@@ -9,6 +9,7 @@ marching cubes needs. The mannequins are built from these in
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -103,11 +104,11 @@ def smooth_intersect(d1: Tensor, d2: Tensor, k: float) -> Tensor:
 
 
 def rotation_xyz(rx: float = 0.0, ry: float = 0.0, rz: float = 0.0) -> Tensor:
-    """Rotation matrix (3, 3) from Euler angles in radians, applied in x, then y, then z order."""
-    cx, sx = torch.cos(torch.tensor(rx)), torch.sin(torch.tensor(rx))
-    cy, sy = torch.cos(torch.tensor(ry)), torch.sin(torch.tensor(ry))
-    cz, sz = torch.cos(torch.tensor(rz)), torch.sin(torch.tensor(rz))
-    mx = torch.tensor([[1.0, 0.0, 0.0], [0.0, cx, -sx], [0.0, sx, cx]])
-    my = torch.tensor([[cy, 0.0, sy], [0.0, 1.0, 0.0], [-sy, 0.0, cy]])
-    mz = torch.tensor([[cz, -sz, 0.0], [sz, cz, 0.0], [0.0, 0.0, 1.0]])
+    """Rotation matrix (3, 3, float64) from Euler angles in radians, applied in x, then y, then z order."""
+    cx, sx = math.cos(rx), math.sin(rx)
+    cy, sy = math.cos(ry), math.sin(ry)
+    cz, sz = math.cos(rz), math.sin(rz)
+    mx = torch.tensor([[1.0, 0.0, 0.0], [0.0, cx, -sx], [0.0, sx, cx]], dtype=torch.float64)
+    my = torch.tensor([[cy, 0.0, sy], [0.0, 1.0, 0.0], [-sy, 0.0, cy]], dtype=torch.float64)
+    mz = torch.tensor([[cz, -sz, 0.0], [sz, cz, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
     return mz @ my @ mx
