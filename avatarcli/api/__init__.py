@@ -1,0 +1,31 @@
+"""The Python API: one plain function per ``avatar`` command.
+
+Each function checks its inputs first (one place, before any long work), then does the work
+through the library modules and returns objects; those that make a file take its path and
+write it atomically. The command line (:mod:`avatarcli.cli`) only parses options, calls these
+and prints a summary. Problems the user can fix raise :class:`~avatarcli.errors.AvatarError`
+with a one-line message.
+
+    from avatarcli import api
+    head = api.init("head", output="head.avatar")
+    api.generate("Kratos", "kratos.avatar", api.GenerateOptions(guidance="tiny", steps=20, batch=2, resolution=64))
+    api.animate("kratos.avatar", "talk", "talk.mp4")
+"""
+
+from __future__ import annotations
+
+from avatarcli.api.creation import info, init, rig
+from avatarcli.api.exporting import EXPORT_FORMATS, export, export_format
+from avatarcli.api.generation import LEARNING_RATES, GenerateOptions, GenerateResult, check_generate_inputs, compile_cache, generate
+from avatarcli.api.inputs import AvatarInput, MotionInput, check_finite, check_kind, check_seed, load_avatar, load_motion
+from avatarcli.api.motions import builtin_motions, motion
+from avatarcli.api.playback import AnimateResult, animate, check_animate_inputs, render
+from avatarcli.generate.trainer import StepReport
+from avatarcli.render.clip import AnimateOptions
+
+__all__ = [
+    "EXPORT_FORMATS", "LEARNING_RATES", "AnimateOptions", "AnimateResult", "AvatarInput", "GenerateOptions", "GenerateResult",
+    "MotionInput", "StepReport", "animate", "builtin_motions", "check_animate_inputs", "check_finite", "check_generate_inputs",
+    "check_kind", "check_seed", "compile_cache", "export", "export_format", "generate", "info", "init", "load_avatar",
+    "load_motion", "motion", "render", "rig",
+]  # fmt: skip

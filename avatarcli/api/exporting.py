@@ -1,0 +1,123 @@
+"""``export``: the avatar in formats other tools open (3DGS .ply, .splat, glTF, a web page)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from avatarcli.api.inputs import AvatarInput, MotionInput, load_avatar, load_motion
+from avatarcli.devices import resolve_device
+from avatarcli.errors import AvatarError
+from avatarcli.fileio import atomic_folder, check_writable
+from avatarcli.formats.gltf import write_glb
+from avatarcli.formats.ply import write_gsplat_format, write_ply
+from avatarcli.formats.splat_gltf import write_splat_glb
+from avatarcli.formats.web_player import write_html
+from avatarcli.model.avatar import Avatar
+from avatarcli.motion.motion import Motion, to_template_poses
+from avatarcli.templates.loading import load_template
+from avatarcli.templates.template import Pose, Template
+
+EXPORT_FORMATS = ("ply", "compressed-ply", "splat", "glb", "splat-gltf", "html")
+
+
+def export_format(output: str | Path, fmt: str | None = None) -> str:
+    """The export format ``fmt`` names, or the one the output's name implies."""
+    if fmt is not None:
+        if fmt not in EXPORT_FORMATS:
+            raise AvatarError(f"unknown export format {fmt!r}: choose {', '.join(EXPORT_FORMATS)}")
+        return fmt
+    name = str(output).lower()
+    for suffix, f in ((".compressed.ply", "compressed-ply"), (".splat.glb", "splat-gltf"), (".ply", "ply"), (".splat", "splat"),
+                      (".glb", "glb"), (".html", "html"), (".htm", "html")):  # fmt: skip
+        if name.endswith(suffix):
+            return f
+    raise AvatarError(
+        f"cannot tell the export format of {output}: use .ply, .compressed.ply, .splat, .glb, .splat.glb or .html (or name the format)"
+    )
+
+
+def _motion_poses(motion: Motion, template: Template) -> Pose:
+    """The motion as template poses, its first frame at the origin."""
+    poses, _ = to_template_poses(motion, template)
+    poses.translation = poses.translation - poses.translation[:1]
+    return poses
+
+
+def export(
+    avatar: AvatarInput,
+    output: str | Path,
+    *,
+    fmt: str | None = None,
+    motion: MotionInput | None = None,
+    frame: int | None = None,
+    sequence: bool = False,
+    sh_degree: int = 3,
+    motion_fps: float | None = None,
+    template: str | Path | None = None,
+    device: str = "cpu",
+) -> list[Path]:
+    """Write the avatar in a format other tools open; returns the files written.
+
+    Formats: ``.ply`` (INRIA 3DGS), ``.compressed.ply`` (SuperSplat), ``.splat``, ``.glb``
+    (the skinned template mesh with expression morph targets; with ``motion``, its
+    animation), ``.splat.glb`` (format ``splat-gltf``: the Gaussians in glTF through
+    KHR_gaussian_splatting, SH degrees up to the avatar's own), ``.html`` (a self-contained
+    page that plays ``motion``, skinning the Gaussians on the GPU; the rest pose without one).
+    Gaussian formats are the rest pose, or ``frame`` of ``motion``; ``sequence`` writes one
+    .ply per motion frame into the folder ``output``.
+    """
+    kind = "ply" if sequence else export_format(output, fmt)
+    if not 0 <= sh_degree <= 3:
+        raise AvatarError(f"the SH degree must be between 0 and 3 (got {sh_degree})")
+    if frame is not None and motion is None:
+        raise AvatarError("a frame number needs a motion")
+    if kind in ("glb", "html") and frame is not None:
+        raise AvatarError(f"a frame does not apply to .{kind}: the whole motion plays in it")
+    if sequence and motion is None:
+        raise AvatarError("a sequence needs a motion")
+    if sequence and Path(output).suffix:
+        raise AvatarError(f"a sequence is a folder of .ply files; {output} looks like a file name")
+    check_writable(output)
+    av = load_avatar(avatar)
+    mot = load_motion(motion, av.kind, motion_fps) if motion is not None else None
+    tpl = load_template(av.kind, template, resolve_device(device))
+    if kind == "glb":
+        write_glb(av, tpl, output, mot)
+        return [Path(output)]
+    if kind == "html":
+        write_html(av, tpl, output, mot)
+        return [Path(output)]
+    av = av.to(tpl.device)
+    poses = None if mot is None else _motion_poses(mot, tpl)
+    if poses is not None:
+        bad = [i for i in ([frame] if frame is not None else []) if not 0 <= i < poses.batch]
+        if bad:
+            raise AvatarError(f"frame {bad[0]} is out of range: the motion has frames 0 to {poses.batch - 1}")
+    with torch.no_grad():
+        if sequence:
+            assert poses is not None
+            return _write_sequence(av, tpl, poses, Path(output), sh_degree)
+        g = av.posed(tpl, None if poses is None else poses.index([frame or 0])).gaussians(0)
+    if kind == "ply":
+        write_ply(g, output, sh_degree)
+    elif kind == "splat-gltf":
+        write_splat_glb(g, output, sh_degree)
+    else:
+        write_gsplat_format(g, output, "splat" if kind == "splat" else "ply_compressed")
+    return [Path(output)]
+
+
+def _write_sequence(avatar: Avatar, template: Template, poses: Pose, folder: Path, sh_degree: int, chunk: int = 16) -> list[Path]:
+    """One .ply per pose, ``frame_NNNN.ply``, into ``folder`` (atomically)."""
+    total = poses.batch
+    digits = max(4, len(str(total - 1)))
+    names = [f"frame_{i:0{digits}d}.ply" for i in range(total)]
+    with atomic_folder(folder) as tmp:
+        for start in range(0, total, chunk):
+            idx = list(range(start, min(start + chunk, total)))
+            pg = avatar.posed(template, poses.index(idx))
+            for b, i in enumerate(idx):
+                write_ply(pg.gaussians(b), tmp / names[i], sh_degree)
+    return [folder / n for n in names]

@@ -1,0 +1,69 @@
+"""What every command checks and reads first: model kinds, seeds, finite numbers, and the
+avatars and motions it is given (objects as they are, or paths to read)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from avatarcli.errors import AvatarError
+from avatarcli.model import avatar_file
+from avatarcli.model.avatar import Avatar
+from avatarcli.motion.builtin import builtin_motion, find_builtin
+from avatarcli.motion.motion import Motion
+from avatarcli.motion.readers import read_motion
+from avatarcli.templates.loading import KINDS
+
+AvatarInput = Avatar | str | Path
+MotionInput = Motion | str | Path
+MAX_SEED = 2**63 - 1
+
+
+def check_kind(kind: str | None, what: str = "model kind") -> None:
+    if kind is not None and kind not in KINDS:
+        raise AvatarError(f"unknown {what} {kind!r}: choose head or body")
+
+
+def check_seed(seed: int) -> None:
+    if not 0 <= seed <= MAX_SEED:
+        raise AvatarError(f"seed must be between 0 and 2^63 - 1 (got {seed})")
+
+
+def check_finite(name: str, value: float | None, low: float | None = None, high: float | None = None) -> None:
+    """A number that must be finite (and within [low, high] when given)."""
+    if value is None:
+        return
+    if not math.isfinite(value):
+        raise AvatarError(f"{name} must be a finite number (got {value})")
+    if low is not None and value < low:
+        raise AvatarError(f"{name} must be at least {low:g} (got {value:g})")
+    if high is not None and value > high:
+        raise AvatarError(f"{name} must be at most {high:g} (got {value:g})")
+
+
+def load_avatar(avatar: AvatarInput) -> Avatar:
+    """An avatar object as it is, or read from a path (``-`` for stdin)."""
+    return avatar if isinstance(avatar, Avatar) else avatar_file.load(avatar)
+
+
+def load_motion(motion: MotionInput, kind: str | None = None, fps: float | None = None) -> Motion:
+    """A motion object as it is, the name of a built-in motion, or a motion file.
+
+    Args:
+        kind: the avatar's kind, for built-in names both kinds have.
+        fps: frame rate of files that do not store one (.npy).
+    """
+    if isinstance(motion, Motion):
+        return motion.validate()
+    path = Path(motion)
+    if not path.exists() and path.suffix == "" and find_builtin(str(motion), kind) is not None:
+        return builtin_motion(str(motion), kind)
+    return read_motion(path, fps)
+
+
+def save_avatar(avatar: Avatar, output: str | Path | None, history: str | None) -> None:
+    """Add ``history`` to the avatar's record and write it to ``output`` (when given)."""
+    if history:
+        avatar.add_history(history)
+    if output is not None:
+        avatar_file.save(avatar, output)

@@ -1,0 +1,120 @@
+"""``animate`` and ``render``: the avatar in motion (video, GIF or PNG frames) and turntable
+views of its rest pose."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from avatarcli.api.inputs import AvatarInput, MotionInput, check_finite, load_avatar, load_motion
+from avatarcli.devices import resolve_device
+from avatarcli.errors import AvatarError
+from avatarcli.fileio import check_writable
+from avatarcli.formats.frames import FrameWriter, grid, output_kind, write_png, write_png_folder
+from avatarcli.motion.motion import Motion
+from avatarcli.render.clip import AnimateOptions, FramePlan, expression_notice, plan_frames, render_frames
+from avatarcli.render.rasterize import to_uint8
+from avatarcli.render.views import render_views
+from avatarcli.templates.loading import load_template
+
+
+@dataclass
+class AnimateResult:
+    output: Path
+    plan: FramePlan
+    motion: Motion
+
+
+def check_animate_inputs(output: str | Path, options: AnimateOptions) -> None:
+    o = options
+    output_kind(output)
+    check_writable(output)
+    check_finite("the frame rate", o.fps)
+    if o.fps is not None and o.fps <= 0:
+        raise AvatarError(f"the frame rate must be positive (got {o.fps})")
+    check_finite("the camera distance", o.distance)
+    if o.distance is not None and o.distance <= 0:
+        raise AvatarError(f"the camera distance must be positive (got {o.distance})")
+    check_finite("the elevation", o.elevation, -90.0, 90.0)
+    check_finite("the azimuth", o.azimuth)
+    check_finite("the start", o.start)
+    check_finite("the end", o.end)
+    if o.batch < 1:
+        raise AvatarError(f"the batch must be at least 1 frame (got {o.batch})")
+
+
+def animate(
+    avatar: AvatarInput,
+    motion: MotionInput,
+    output: str | Path,
+    options: AnimateOptions | None = None,
+    *,
+    motion_fps: float | None = None,
+    template: str | Path | None = None,
+    device: str = "auto",
+    on_notice: Callable[[str], None] | None = None,
+    on_frames: Callable[[int, int], None] | None = None,
+) -> AnimateResult:
+    """Drive ``avatar`` with ``motion`` (a file, a built-in name or a Motion) and write the
+    frames to ``output``: a folder of PNGs, an .mp4 or a .gif.
+
+    Args:
+        on_notice: receives one-line notes about how the motion was fitted to the template.
+        on_frames: called with (frames done, frames in all) as frames are written.
+    """
+    o = options or AnimateOptions()
+    check_animate_inputs(output, o)
+    check_finite("the motion frame rate", motion_fps)
+    dev = resolve_device(device)
+    av = load_avatar(avatar)
+    mot = load_motion(motion, av.kind, motion_fps)
+    tpl = load_template(av.kind, template, dev)
+    plan = plan_frames(av, tpl, mot, o)
+    for note in (plan.retarget.converted_from, expression_notice(plan.retarget)):
+        if note and on_notice is not None:
+            on_notice(note)
+    done = 0
+    with FrameWriter(output, plan.fps, o.size, frames=len(plan)) as writer:
+        for frames in render_frames(av, tpl, plan, o.background, o.batch):
+            for frame in frames:
+                writer.add(frame)
+            done += len(frames)
+            if on_frames is not None:
+                on_frames(done, len(plan))
+    return AnimateResult(Path(output), plan, mot)
+
+
+def render(
+    avatar: AvatarInput,
+    output: str | Path,
+    *,
+    views: int = 4,
+    size: tuple[int, int] = (512, 512),
+    elevation: float = 5.0,
+    background: Tensor | None = None,
+    template: str | Path | None = None,
+    device: str = "auto",
+) -> Path:
+    """Turntable views of the rest pose: one .png with the views side by side, or a folder
+    of ``view_NNNN.png``."""
+    if views < 1:
+        raise AvatarError(f"at least one view is needed (got {views})")
+    check_finite("the elevation", elevation, -90.0, 90.0)
+    out = Path(output)
+    if out.suffix and out.suffix.lower() != ".png":
+        raise AvatarError(f"cannot write views to {output}: name a .png (views side by side) or a folder")
+    check_writable(output)
+    dev = resolve_device(device)
+    av = load_avatar(avatar)
+    tpl = load_template(av.kind, template, dev)
+    bg = background if background is not None else torch.ones(3)
+    images = to_uint8(render_views(av, tpl, views, size, bg, elevation))
+    if out.suffix:
+        write_png(grid(images), out)
+    else:
+        write_png_folder(images, out, stem="view")
+    return out
