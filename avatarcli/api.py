@@ -40,6 +40,9 @@ from avatarcli.model.rigging import RigReport, rig_avatar, rig_splat
 from avatarcli.motion.builtin import BUILTINS, builtin_motion, find_builtin
 from avatarcli.motion.motion import Motion, to_template_poses
 from avatarcli.motion.readers import read_motion, write_motion
+from avatarcli.motion.fitting import frame_ranges
+from avatarcli.motion.tracking import Progress, TrackSettings, span_seconds, track_video
+from avatarcli.motion.video import VideoInfo, probe_video
 from avatarcli.render.clip import AnimateOptions, FramePlan, expression_notice, plan_frames, render_frames
 from avatarcli.render.rasterize import to_uint8
 from avatarcli.render.views import render_views
@@ -589,7 +592,56 @@ def motion(
     return mot
 
 
+# -- track ---------------------------------------------------------------------------------------
+@dataclass
+class TrackResult:
+    """A tracked video: the motion (written to ``output`` when given), the video, and the
+    frames of the span where nothing was found (bridged by the fit)."""
+
+    motion: Motion
+    output: Path | None
+    video: VideoInfo
+    missed: list[int]
+
+    @property
+    def missed_frames(self) -> str:
+        """The missed frames as ranges, '3-5, 40'."""
+        return frame_ranges(self.missed)
+
+
+def track(
+    video: str | Path,
+    output: str | Path | None = None,
+    *,
+    model: str = "head",
+    settings: TrackSettings | None = None,
+    template: str | Path | None = None,
+    on_progress: Progress | None = None,
+) -> TrackResult:
+    """A motion from a person's own video: their face (``model="head"``: neck, jaw, eyes,
+    expression) or body (``"body"``: root, body, hands where seen), fitted through the
+    template; written as a canonical motion .npz when ``output`` is given.
+
+    Args:
+        settings: span, camera, hands and smoothing (``TrackSettings``).
+        on_progress: called with (stage, done, total) as frames are read and the fit runs.
+    """
+    check_kind(model)
+    s = settings or TrackSettings()
+    s.check()
+    if output is not None:
+        if str(output) == "-" or not str(output).lower().endswith(".npz"):
+            raise AvatarError(f"motions are written as .npz files (got {output})")
+        check_writable(output)
+    info = probe_video(video)
+    span_seconds(info, s)
+    tracked = track_video(info, load_template(model, template), s, on_progress)
+    if output is not None:
+        write_motion(tracked.motion, output)
+    return TrackResult(tracked.motion, None if output is None else Path(output), info, tracked.missed)
+
+
 __all__: Sequence[str] = (
-    "AnimateOptions", "GenerateOptions", "animate", "builtin_motions", "export", "generate", "info", "init", "load_avatar",
-    "load_motion", "motion", "render", "rig",
+    "AnimateOptions", "GenerateOptions", "TrackSettings", "animate", "builtin_motions", "export", "generate", "info", "init",
+    "load_avatar", "load_motion", "motion", "render", "rig", "track",
 )  # fmt: skip
