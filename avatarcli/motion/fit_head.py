@@ -29,8 +29,8 @@ WEIGHTS = {
 }  # fmt: skip
 ALONG = 0.25  # weight of the error along a contour relative to across it
 NOISE = 0.001  # metres: the landmark error that costs 1
-STEPS = (60, 240)
-OFFSET_PRIOR = 10.0  # how much a millimetre of moving a template point's embedding costs, per frame  # Adam steps: the head alone, then everything
+STEPS = (60, 240)  # Adam steps: the head alone, then everything
+OFFSET_PRIOR = 10.0  # how much a millimetre of moving a template point's embedding costs, per frame
 
 
 @dataclass
@@ -64,43 +64,29 @@ def _neighbours(n: int, closed: bool) -> tuple[Tensor, Tensor]:
 
 
 def head_targets(template: Template) -> HeadTargets:
-    """The pairs for ``template``: its MediaPipe embedding if it has one (the built-in heads
-    and bodies); otherwise its face contours if they are MediaPipe-style groups, or its
-    iBUG-68 points, with the nose; then the irises."""
+    """The pairs for ``template``: its face contours if they are MediaPipe-style groups (the
+    built-in heads and bodies), otherwise its iBUG-68 points; with the nose, then the irises."""
     eyes = torch.tensor([template.joint_names.index(n) for n in ("left_eye", "right_eye")])
-    embedding = template.mediapipe_embedding()
-    if embedding is not None:
-        index, faces, bary = embedding
-        n = len(index)
-        before, after = torch.arange(n), torch.arange(n)
-        weight = torch.ones(n)
-        at = {int(i): k for k, i in enumerate(index)}
-        for name, group in FACE_CONTOURS.items():
-            members = torch.tensor([at[i] for i in group if i in at], dtype=torch.long)
-            prev, nxt = _neighbours(len(members), name in CLOSED)
-            before[members], after[members] = members[prev], members[nxt]
-            weight[members] = WEIGHTS[name]
+    groups = template.face_embedding()
+    mediapipe_style = all(len(f) == len(FACE_CONTOURS.get(name, ())) for name, _, f, _ in groups)
+    lm_faces, lm_bary = template.landmarks68_embedding()
+    if mediapipe_style:
+        chosen = [(name, c, f, b, torch.tensor(FACE_CONTOURS[name])) for name, c, f, b in groups]
     else:
-        groups = template.face_embedding()
-        mediapipe_style = all(len(f) == len(FACE_CONTOURS.get(name, ())) for name, _, f, _ in groups)
-        lm_faces, lm_bary = template.landmarks68_embedding()
-        if mediapipe_style:
-            chosen = [(name, c, f, b, torch.tensor(FACE_CONTOURS[name])) for name, c, f, b in groups]
-        else:
-            ibug = torch.tensor(IBUG68)
-            chosen = [(name, c, lm_faces[s:e], lm_bary[s:e], ibug[s:e]) for name, c, (s, e) in IBUG_GROUPS]
-        nose = slice(27, 36)
-        chosen.append(("nose", False, lm_faces[nose], lm_bary[nose], torch.tensor(IBUG68[nose])))
-        parts: dict[str, list[Tensor]] = {"faces": [], "bary": [], "index": [], "weight": [], "before": [], "after": []}
-        start = 0
-        for name, closed, f, b, idx in chosen:
-            prev, nxt = _neighbours(len(f), closed) if name != "nose" else (torch.arange(len(f)), torch.arange(len(f)))
-            for key, value in (("faces", f), ("bary", b), ("index", idx), ("weight", torch.full((len(f),), WEIGHTS.get(name, 1.0))),
-                               ("before", prev + start), ("after", nxt + start)):  # fmt: skip
-                parts[key].append(value)
-            start += len(f)
-        faces, bary, index, weight, before, after = (torch.cat(parts[k]) for k in ("faces", "bary", "index", "weight", "before", "after"))
-        n = start
+        ibug = torch.tensor(IBUG68)
+        chosen = [(name, c, lm_faces[s:e], lm_bary[s:e], ibug[s:e]) for name, c, (s, e) in IBUG_GROUPS]
+    nose = slice(27, 36)
+    chosen.append(("nose", False, lm_faces[nose], lm_bary[nose], torch.tensor(IBUG68[nose])))
+    parts: dict[str, list[Tensor]] = {"faces": [], "bary": [], "index": [], "weight": [], "before": [], "after": []}
+    start = 0
+    for name, closed, f, b, idx in chosen:
+        prev, nxt = _neighbours(len(f), closed) if name != "nose" else (torch.arange(len(f)), torch.arange(len(f)))
+        for key, value in (("faces", f), ("bary", b), ("index", idx), ("weight", torch.full((len(f),), WEIGHTS.get(name, 1.0))),
+                           ("before", prev + start), ("after", nxt + start)):  # fmt: skip
+            parts[key].append(value)
+        start += len(f)
+    faces, bary, index, weight, before, after = (torch.cat(parts[k]) for k in ("faces", "bary", "index", "weight", "before", "after"))
+    n = start
     k = torch.arange(n, n + 2)
     model = PointModel(template, faces, bary, eyes=eyes)
     return HeadTargets(

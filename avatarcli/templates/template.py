@@ -125,13 +125,6 @@ class Template:
         self.extra_joints_idxs: Tensor = m.vertex_joint_selector.extra_joints_idxs.detach().clone()
         self.extras = extras
         self._contours = self._contour_embedding(extras)
-        self._mediapipe: tuple[Tensor, Tensor, Tensor] | None = None
-        if "avatarcli_mediapipe_index" in extras:
-            self._mediapipe = (
-                torch.as_tensor(extras["avatarcli_mediapipe_index"], dtype=torch.long),
-                torch.as_tensor(extras["avatarcli_mediapipe_faces"], dtype=torch.long),
-                torch.as_tensor(extras["avatarcli_mediapipe_bary"], dtype=torch.float32),
-            )
         self.eye_radius = float(extras["avatarcli_eye_radius"]) if "avatarcli_eye_radius" in extras else self._measure_eye_radius()
         # index tensors that move with the template, so that posing and keypoints never copy
         # a Python list to the GPU (each such copy makes the CPU wait for the GPU)
@@ -179,8 +172,6 @@ class Template:
             if value is not None:
                 setattr(self, key, value.to(self.device))
         self._contours = [(n, c, f.to(self.device), b.to(self.device)) for n, c, f, b in self._contours]
-        if self._mediapipe is not None:
-            self._mediapipe = tuple(t.to(self.device) for t in self._mediapipe)  # type: ignore[assignment]
         self.levels = [(idx.to(device), par.to(device)) for idx, par in self.levels]
 
     # -- posing ------------------------------------------------------------------------
@@ -275,11 +266,6 @@ class Template:
         if self.contour_faces_idx is None or self.contour_bary is None:
             raise ValueError(f"template {self.name} has no face-contour embedding")
         return torch.cat([self.contour_faces_idx, self.lmk_faces_idx]), torch.cat([self.contour_bary, self.lmk_bary])
-
-    def mediapipe_embedding(self) -> tuple[Tensor, Tensor, Tensor] | None:
-        """Where MediaPipe's face-mesh landmarks sit on the mesh, for templates that know
-        (the built-in ones): landmark index (N,), triangle index (N,), barycentric (N, 3)."""
-        return self._mediapipe
 
     def face_contours(self, posed: Posed) -> list[tuple[str, bool, Tensor]]:
         """Face-mesh contour polylines: (group name, closed, points (B, n, 3)) per group.

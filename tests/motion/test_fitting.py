@@ -26,9 +26,7 @@ def test_point_model_poses_like_the_template(head_template, body_template):
     tpl = head_template
     pose = random_pose(tpl, 4, scale=0.3, seed=1)
     betas = torch.randn(tpl.num_betas) * 0.5
-    emb = tpl.mediapipe_embedding()
-    assert emb is not None
-    _, faces, bary = emb
+    faces, bary = tpl.landmarks68_embedding()
     model = PointModel(tpl, faces, bary, eyes=torch.tensor([3, 4]))
     got = model(pose.rotations, pose.expression, pose.translation, betas)
     posed = tpl.pose(pose, betas)
@@ -48,7 +46,7 @@ def test_point_model_poses_like_the_template(head_template, body_template):
 
 def test_offsets_turn_with_the_head(head_template):
     tpl = head_template
-    _, faces, bary = tpl.mediapipe_embedding()
+    faces, bary = tpl.landmarks68_embedding()
     model = PointModel(tpl, faces[:1], bary[:1])
     pose = tpl.zero_pose(2)
     pose.rotations[1, 1] = torch.tensor([0.0, math.pi / 2, 0.0])  # the neck turned a quarter
