@@ -38,9 +38,9 @@ from avatarcli.model.avatar import Avatar, history_entry
 from avatarcli.model.initialize import init_avatar
 from avatarcli.model.rigging import RigReport, rig_avatar, rig_splat
 from avatarcli.motion.builtin import BUILTINS, builtin_motion, find_builtin
+from avatarcli.motion.fitting import frame_ranges
 from avatarcli.motion.motion import Motion, to_template_poses
 from avatarcli.motion.readers import read_motion, write_motion
-from avatarcli.motion.fitting import frame_ranges
 from avatarcli.motion.tracking import Progress, TrackSettings, span_seconds, track_video
 from avatarcli.motion.video import VideoInfo, probe_video
 from avatarcli.render.clip import AnimateOptions, FramePlan, expression_notice, plan_frames, render_frames

@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 
 import torch
 import typer
+from rich.markup import escape
 
 try:  # typer >= 0.22 vendors its own click; its exceptions live there
     from typer._click import exceptions as click_exc
@@ -486,14 +487,14 @@ def main(argv: list[str] | None = None) -> None:
     try:
         command.main(args=argv, prog_name="avatar", standalone_mode=False)
     except AvatarError as exc:
-        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         sys.exit(exc.exit_code)
     except click_exc.NoArgsIsHelpError as exc:
         console.print(exc.ctx.get_help() if exc.ctx else str(exc))
         sys.exit(0)
     except click_exc.UsageError as exc:
         hint = f" (see 'avatar {exc.ctx.info_name} --help')" if exc.ctx and exc.ctx.info_name != "avatar" else ""
-        console.print(f"[red]error:[/red] {exc.format_message()}{hint}", soft_wrap=True)
+        console.print(f"[red]error:[/red] {escape(exc.format_message() + hint)}", soft_wrap=True)
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

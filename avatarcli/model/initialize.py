@@ -91,6 +91,7 @@ def mouth_regions(template: Template, points: torch.Tensor) -> tuple[torch.Tenso
     if width <= 0:
         return none, none
     outside = ~inside_polygon(points[:, :2], lm[48:60, :2])
+
     # the lips' front surface across the mouth: the nearer of the outer upper and lower lip
     def depth_along(outline: torch.Tensor) -> torch.Tensor:
         o = outline[:, 0].argsort()

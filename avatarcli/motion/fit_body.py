@@ -25,9 +25,9 @@ import torch
 from torch import Tensor
 
 from avatarcli.motion.builtin import soft_hands
+from avatarcli.motion.fitting import Camera, PointModel, fill_missing, minimise, robust, roughness, single_thread
 from avatarcli.motion.landmarks import HAND_POINTS, POSE, BodyLandmarks
 from avatarcli.motion.motion import Motion, relaxed_body_pose
-from avatarcli.motion.fitting import Camera, PointModel, fill_missing, minimise, robust, roughness, single_thread
 from avatarcli.rotations import axis_angle_to_matrix
 from avatarcli.templates.skeletons import OPENPOSE_HAND_FROM_SMPLX, SMPLX_EXTRA_JOINT_NAMES, SMPLX_JOINT_NAMES
 from avatarcli.templates.template import Template
@@ -237,7 +237,9 @@ def _fit(
         torso = [POSE[n] for n in ("left_shoulder", "right_shoulder", "left_hip", "right_hip", "left_knee", "right_knee")]
         img = torch.from_numpy(np.nan_to_num(body.image[:, torso, :2])).float()
         wxy = world[:, torso, :2]
-        per_metre = (img - img.mean(1, keepdim=True)).norm(dim=-1).sum(1) / (wxy - wxy.mean(1, keepdim=True)).norm(dim=-1).sum(1).clamp_min(1e-6)
+        per_metre = (img - img.mean(1, keepdim=True)).norm(dim=-1).sum(1) / (wxy - wxy.mean(1, keepdim=True)).norm(dim=-1).sum(1).clamp_min(
+            1e-6
+        )
         per_metre = fill_missing(per_metre, found)
         hip_px = fill_missing(img[:, 2:4].mean(1), found)
         pelvis = tg.model.j_template[0]

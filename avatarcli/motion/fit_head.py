@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from avatarcli.motion.fitting import Camera, PointModel, fill_missing, minimise, robust, roughness, similarity, single_thread
 from avatarcli.motion.landmarks import FACE_CONTOURS, IBUG68, IRISES, FaceLandmarks
 from avatarcli.motion.motion import Motion
-from avatarcli.motion.fitting import Camera, PointModel, fill_missing, minimise, robust, roughness, similarity, single_thread
 from avatarcli.rotations import matrix_to_axis_angle
 from avatarcli.templates.template import IBUG_GROUPS, Template
 

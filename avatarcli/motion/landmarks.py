@@ -243,7 +243,11 @@ def _faces(mp: ModuleType, frames: Iterable[np.ndarray], width: int, height: int
         if still is not None:
             still.close()
     found = np.array([r is not None for r in rows], dtype=bool)
-    points = np.stack([r if r is not None else np.full((FACE_POINTS, 3), np.nan, np.float32) for r in rows]) if rows else np.zeros((0, FACE_POINTS, 3), np.float32)
+    points = (
+        np.stack([r if r is not None else np.full((FACE_POINTS, 3), np.nan, np.float32) for r in rows])
+        if rows
+        else np.zeros((0, FACE_POINTS, 3), np.float32)
+    )
     return FaceLandmarks(points, found, width, height)
 
 
@@ -319,7 +323,11 @@ def _bodies(
     found = np.array([r is not None for r in rows], dtype=bool)
 
     def stack(k: int, shape: tuple[int, ...]) -> np.ndarray:
-        return np.stack([r[k] if r is not None else np.full(shape, np.nan, np.float32) for r in rows]) if t else np.zeros((0, *shape), np.float32)
+        return (
+            np.stack([r[k] if r is not None else np.full(shape, np.nan, np.float32) for r in rows])
+            if t
+            else np.zeros((0, *shape), np.float32)
+        )
 
     hand_arr = stack(3, (2, HAND_POINTS, 3))
     return BodyLandmarks(stack(0, (POSE_POINTS, 3)), stack(1, (POSE_POINTS, 3)), np.nan_to_num(stack(2, (POSE_POINTS,))),

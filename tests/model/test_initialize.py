@@ -79,6 +79,8 @@ def test_lips_are_red_and_the_opening_jaw_shows_a_dark_mouth(head_template):
     center = torch.tensor([0.0, -0.07, 0.09])
     view = look_at((center + torch.tensor([0.0, 0.0, 0.3]))[None].expand(2, 3), center[None].expand(2, 3))
     with torch.no_grad():
-        images, _, _ = render_gaussians(av.posed(head_template, pose), Cameras(view, intrinsics(torch.full((2,), 20.0), 96, 96), 96, 96), torch.ones(3))
+        images, _, _ = render_gaussians(
+            av.posed(head_template, pose), Cameras(view, intrinsics(torch.full((2,), 20.0), 96, 96), 96, 96), torch.ones(3)
+        )
     dark = (images.mean(-1) < 0.25).flatten(1).sum(1)
     assert dark[0] > 5 and dark[1] > 4 * dark[0], dark.tolist()

@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import random_head_motion, random_pose
 
 from avatarcli.errors import AvatarError
 from avatarcli.evaluation.tracking import body_accuracy, head_accuracy
@@ -20,6 +19,8 @@ from avatarcli.motion.landmarks import BodyLandmarks, FaceLandmarks
 from avatarcli.motion.motion import to_template_poses
 from avatarcli.rotations import axis_angle_to_matrix
 from avatarcli.templates.template import surface_points
+
+from helpers import random_head_motion, random_pose
 
 
 def test_point_model_poses_like_the_template(head_template, body_template):
@@ -114,7 +115,9 @@ def _exact_face(motion, template, camera: Camera) -> FaceLandmarks:
     tg = head_targets(template)
     poses, _ = to_template_poses(motion, template)
     with torch.no_grad():
-        pts = tg.model(poses.rotations, poses.expression, poses.translation + torch.tensor([0.0, 0.0, -0.55]), torch.zeros(template.num_betas))
+        pts = tg.model(
+            poses.rotations, poses.expression, poses.translation + torch.tensor([0.0, 0.0, -0.55]), torch.zeros(template.num_betas)
+        )
         cam = pts @ camera.rotation().T
     points = np.full((len(motion), 478, 3), np.nan, np.float32)
     idx = tg.index.numpy()

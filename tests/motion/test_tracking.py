@@ -76,7 +76,9 @@ def test_head_track_recovers_the_talk(tmp_path, talk_video, head_template):
 
 
 def test_body_track_recovers_the_wave(tmp_path, wave_video, body_template):
-    """Measured (2026-11-22, 192 px, 10 fps, 11 frames): see the bars. (At 160 px MediaPipe turns the
+    """Measured (2026-11-22, 192 px, 10 fps, 11 frames): limb directions 13.7 deg mean (the waving
+    arm 14.9 / 11.4 deg, the legs, whose depth the image leaves open, 16-21 deg), elbow and knee
+    bends 3.2 deg, root turn 6.4 deg, root path within 2.4 cm of still. (At 160 px MediaPipe turns the
     small figure round and the fit follows: bodies want 192 pixels or more.)"""
     out = tmp_path / "wave.npz"
     r = run_cli("track", str(wave_video), "--model", "body", "--fov", "30", "-o", str(out))
@@ -84,9 +86,9 @@ def test_body_track_recovers_the_wave(tmp_path, wave_video, body_template):
     fit = read_motion(out)
     assert fit.kind == "body" and fit.fps == 10.0 and len(fit) == 11
     acc = body_accuracy(fit, builtin_motion("wave", "body"), body_template).summary()
-    assert acc["limb_deg_mean"] < 18.0 and acc["bend_deg_mean"] < 10.0 and acc["root_deg_mean"] < 7.0, acc
-    assert acc["right_upper_arm_deg"] < 25.0 and acc["right_forearm_deg"] < 25.0, acc  # the waving arm
-    assert acc["path_m_max"] < 0.1, acc
+    assert acc["limb_deg_mean"] < 18.0 and acc["bend_deg_mean"] < 6.0 and acc["root_deg_mean"] < 10.0, acc
+    assert acc["right_upper_arm_deg"] < 20.0 and acc["right_forearm_deg"] < 20.0, acc  # the waving arm
+    assert acc["path_m_max"] < 0.06, acc
 
 
 def _grey_clip(path: Path, frames: int, fps: float, size: int = 64) -> Path:
@@ -100,8 +102,12 @@ def test_bad_videos_are_refused_in_one_line(tmp_path, mediapipe, talk_video):
     text = tmp_path / "notes.mp4"
     text.write_text("not a video")
     _one_line_error(run_cli("track", str(text), "-o", str(out)), "cannot read notes.mp4 as a video")
-    _one_line_error(run_cli("track", str(_grey_clip(tmp_path / "empty.mp4", 8, 10)), "-o", str(out)), "no face found in any of the 8 frames")
-    _one_line_error(run_cli("track", str(_grey_clip(tmp_path / "long.mp4", 601, 1, 16)), "-o", str(out)), "up to 10 minutes", "--start/--end")
+    _one_line_error(
+        run_cli("track", str(_grey_clip(tmp_path / "empty.mp4", 8, 10)), "-o", str(out)), "no face found in any of the 8 frames"
+    )
+    _one_line_error(
+        run_cli("track", str(_grey_clip(tmp_path / "long.mp4", 601, 1, 16)), "-o", str(out)), "up to 10 minutes", "--start/--end"
+    )
     # the face leaves for 0.7 s: the message names those frames
     frames = iio.imread(talk_video, plugin="FFMPEG")
     frames[4:11] = 255

@@ -42,7 +42,19 @@ def test_a_phone_video_comes_upright(tmp_path):
 
     src = _clip(tmp_path / "a.mp4", size=(64, 48))
     turned = tmp_path / "turned.mp4"
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-display_rotation", "90", "-i", str(src), "-c", "copy", str(turned)]
+    cmd = [
+        imageio_ffmpeg.get_ffmpeg_exe(),
+        "-y",
+        "-loglevel",
+        "error",
+        "-display_rotation",
+        "90",
+        "-i",
+        str(src),
+        "-c",
+        "copy",
+        str(turned),
+    ]
     subprocess.run(cmd, check=True)
     info = probe_video(turned)
     assert (info.width, info.height) == (48, 64)
