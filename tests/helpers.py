@@ -63,3 +63,48 @@ def train_and_write(avatar, template, guidance, config, output, resume=False, on
     if resume:
         trainer.restore(checkpoint_path(output))
     return trainer.run(output, on_step, preview_dir)
+
+
+def random_head_motion(seconds: float, fps: float, seed: int = 0):  # type: ignore[no-untyped-def]
+    """A head motion of smooth random curves: neck turns (yaw up to 0.4 rad, pitch 0.2, roll
+    0.1), jaw opening (0 to 0.25 rad), gaze (0.2 rad), every expression of the built-in head
+    (0 to 0.8) and a few blinks."""
+    import math
+
+    from avatarcli.motion.motion import Motion
+
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(round(seconds * fps) + 1, dtype=torch.float32) / fps
+
+    def curve(amplitude: float, positive: bool = False) -> torch.Tensor:
+        freq = 0.3 + 1.2 * torch.rand(3, generator=g)
+        phase = 2 * math.pi * torch.rand(3, generator=g)
+        s = (torch.sin(2 * math.pi * freq[:, None] * t[None] + phase[:, None]) * torch.tensor([0.6, 0.3, 0.1])[:, None]).sum(0)
+        return amplitude * (0.5 * (1 + s) if positive else s)
+
+    rot = torch.zeros(len(t), 5, 3)
+    rot[:, 1] = torch.stack([curve(0.2), curve(0.4), curve(0.1)], dim=-1)
+    rot[:, 2, 0] = curve(0.25, positive=True)
+    gaze = torch.stack([curve(0.2), curve(0.2), torch.zeros(len(t))], dim=-1)
+    rot[:, 3], rot[:, 4] = gaze, gaze
+    expr = torch.stack([curve(0.8, positive=True) for _ in range(10)], dim=-1)
+    blink = torch.zeros(len(t))
+    for tb in (torch.rand(2, generator=g) * seconds).tolist():
+        blink = torch.maximum(blink, torch.exp(-(((t - tb) / 0.06) ** 2)))
+    expr[:, 5] = blink
+    return Motion("head", rot, expr, torch.zeros(len(t), 3), float(fps), f"random head motion (seed {seed})").validate()
+
+
+def walk_across(seconds: float, fps: float):  # type: ignore[no-untyped-def]
+    """The built-in walk turned a quarter to the subject's left: a front camera sees the body
+    from its side, walking across the image."""
+    import math
+
+    from avatarcli.motion.builtin import builtin_motion
+    from avatarcli.motion.motion import Motion
+    from avatarcli.motion.readers import turn_world
+    from avatarcli.rotations import axis_angle_to_matrix
+
+    walk = builtin_motion("walk", "body", seconds=seconds, fps=fps)
+    rot, trans = turn_world(walk.rotations, walk.translation, axis_angle_to_matrix(torch.tensor([0.0, math.pi / 2, 0.0])))
+    return Motion("body", rot, walk.expression, trans, fps, "walk across").validate()

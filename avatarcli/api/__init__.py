@@ -20,12 +20,14 @@ from avatarcli.api.generation import LEARNING_RATES, GenerateOptions, GenerateRe
 from avatarcli.api.inputs import AvatarInput, MotionInput, check_finite, check_kind, check_seed, load_avatar, load_motion
 from avatarcli.api.motions import builtin_motions, motion
 from avatarcli.api.playback import AnimateResult, animate, check_animate_inputs, render
+from avatarcli.api.tracking import TrackResult, track
 from avatarcli.generate.trainer import StepReport
+from avatarcli.motion.tracking import TrackSettings
 from avatarcli.render.clip import AnimateOptions
 
 __all__ = [
-    "EXPORT_FORMATS", "LEARNING_RATES", "AnimateOptions", "AnimateResult", "AvatarInput", "GenerateOptions", "GenerateResult",
-    "MotionInput", "StepReport", "animate", "builtin_motions", "check_animate_inputs", "check_finite", "check_generate_inputs",
-    "check_kind", "check_seed", "compile_cache", "export", "export_format", "generate", "info", "init", "load_avatar",
-    "load_motion", "motion", "render", "rig",
+    "EXPORT_FORMATS", "LEARNING_RATES", "AnimateOptions", "AnimateResult", "AvatarInput", "GenerateOptions",
+    "GenerateResult", "MotionInput", "StepReport", "TrackResult", "TrackSettings", "animate", "builtin_motions",
+    "check_animate_inputs", "check_finite", "check_generate_inputs", "check_kind", "check_seed", "compile_cache", "export",
+    "export_format", "generate", "info", "init", "load_avatar", "load_motion", "motion", "render", "rig", "track",
 ]  # fmt: skip

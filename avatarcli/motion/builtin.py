@@ -52,7 +52,8 @@ def _blinks(t: Tensor, times: list[float]) -> Tensor:
     return out
 
 
-def _soft_hands(rot: Tensor, curl: float = 0.25) -> None:
+def soft_hands(rot: Tensor, curl: float = 0.25) -> None:
+    """Curl the fingers of SMPL-X rotations ``rot`` (T, 55, 3) gently, in place (thumbs stay)."""
     for side, sign in (("left", -1.0), ("right", 1.0)):
         for finger in FINGERS:
             for k, scale in ((1, 0.7), (2, 1.0), (3, 0.6)):
@@ -140,7 +141,7 @@ def body_idle(t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     rot[:, B["neck"], 0] = 0.05 * torch.sin(2 * math.pi * 0.21 * t)
     rot[:, B["left_hip"], 2] = 0.04 * torch.sin(2 * math.pi * 0.12 * t)
     rot[:, B["right_hip"], 2] = 0.04 * torch.sin(2 * math.pi * 0.12 * t)
-    _soft_hands(rot)
+    soft_hands(rot)
     trans = _axis(x=0.015 * torch.sin(2 * math.pi * 0.12 * t), t=t)
     expr = torch.zeros(len(t), len(EXPRESSION_NAMES))
     expr[:, E["blink"]] = _blinks(t, [1.2, 3.8, 5.1])
@@ -159,7 +160,7 @@ def body_walk(t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     rot[:, 0, 1] = 0.08 * torch.sin(phase)
     rot[:, B["spine3"], 1] = -0.12 * torch.sin(phase)
     rot[:, B["spine1"], 0] = 0.05
-    _soft_hands(rot)
+    soft_hands(rot)
     trans = _axis(x=0.0, y=0.018 * torch.cos(2 * phase), z=1.25 * t, t=t)
     expr = torch.zeros(len(t), len(EXPRESSION_NAMES))
     expr[:, E["blink"]] = _blinks(t, [1.7, 3.3])
@@ -175,7 +176,7 @@ def body_wave(t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     rot[:, B["right_wrist"], 2] = -0.2 * raise_ * torch.sin(2 * math.pi * 1.8 * t + 0.6)
     rot[:, B["head"], 2] = 0.08 * raise_
     rot[:, B["spine3"], 2] = 0.05 * raise_
-    _soft_hands(rot)
+    soft_hands(rot)
     for finger in FINGERS:  # an open, waving hand
         for k in (1, 2, 3):
             rot[:, B[f"right_{finger}{k}"], 2] = 0.05
@@ -201,7 +202,7 @@ def body_dance(t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     rot[:, B["spine2"], 1] = 0.25 * sway
     rot[:, B["spine3"], 2] = -0.12 * sway
     rot[:, B["head"], 2] = 0.15 * torch.sin(beat / 2 + 0.7)
-    _soft_hands(rot, 0.5)
+    soft_hands(rot, 0.5)
     trans = _axis(x=0.06 * sway, y=-0.06 * bounce, t=t)
     expr = torch.zeros(len(t), len(EXPRESSION_NAMES))
     expr[:, E["smile"]] = 1.0
@@ -213,7 +214,7 @@ def body_turn(t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     rot = relaxed_body_pose(len(t))
     _arms_down(rot, t)
     rot[:, 0, 1] = 2 * math.pi * t / t[-1].clamp(min=1e-6)
-    _soft_hands(rot)
+    soft_hands(rot)
     expr = torch.zeros(len(t), len(EXPRESSION_NAMES))
     return rot, expr, torch.zeros(len(t), 3)
 

@@ -257,11 +257,15 @@ class Template:
 
     def landmarks68(self, posed: Posed) -> Tensor:
         """iBUG-68 face landmarks (B, 68, 3) from the template's landmark embedding."""
-        static = surface_points(posed.vertices, self.faces, self.lmk_faces_idx, self.lmk_bary)
+        faces, bary = self.landmarks68_embedding()
+        return surface_points(posed.vertices, self.faces, faces, bary)
+
+    def landmarks68_embedding(self) -> tuple[Tensor, Tensor]:
+        """Where the iBUG-68 landmarks sit on the mesh: triangle index (68,) and barycentric
+        coordinates (68, 3) (the jaw line is the embedding's frontal contour)."""
         if self.contour_faces_idx is None or self.contour_bary is None:
             raise ValueError(f"template {self.name} has no face-contour embedding")
-        contour = surface_points(posed.vertices, self.faces, self.contour_faces_idx, self.contour_bary)
-        return torch.cat([contour, static], dim=1)
+        return torch.cat([self.contour_faces_idx, self.lmk_faces_idx]), torch.cat([self.contour_bary, self.lmk_bary])
 
     def face_contours(self, posed: Posed) -> list[tuple[str, bool, Tensor]]:
         """Face-mesh contour polylines: (group name, closed, points (B, n, 3)) per group.
@@ -269,10 +273,15 @@ class Template:
         Built-in templates carry a MediaPipe-style embedding (face oval, brows, eyes, lips);
         other templates fall back to their iBUG-68 landmarks grouped the same way.
         """
+        return [(n, c, surface_points(posed.vertices, self.faces, f, bary)) for n, c, f, bary in self.face_embedding()]
+
+    def face_embedding(self) -> list[tuple[str, bool, Tensor, Tensor]]:
+        """Where :meth:`face_contours` sit on the mesh: (group name, closed, triangle index (n,),
+        barycentric coordinates (n, 3)) per group."""
         if self._contours:
-            return [(n, c, surface_points(posed.vertices, self.faces, f, bary)) for n, c, f, bary in self._contours]
-        lm = self.landmarks68(posed)
-        return [(n, c, lm[:, s:e]) for n, c, (s, e) in IBUG_GROUPS]
+            return list(self._contours)
+        faces, bary = self.landmarks68_embedding()
+        return [(n, c, faces[s:e], bary[s:e]) for n, c, (s, e) in IBUG_GROUPS]
 
     def irises(self, posed: Posed) -> Tensor:
         """Iris centres (B, 2, 3), left then right: the front of each eyeball as it turns."""

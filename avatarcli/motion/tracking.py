@@ -1,0 +1,140 @@
+"""``avatar track``: a motion from a person's own video, offline.
+
+Frames are decoded one at a time (:mod:`avatarcli.motion.video`); MediaPipe finds the face
+or the body in each (:mod:`avatarcli.motion.landmarks`); the template's parameters are then
+fitted to every frame together, through the template itself (:mod:`avatarcli.motion.fit_head`,
+:mod:`avatarcli.motion.fit_body`, :mod:`avatarcli.motion.fitting`). The result is a
+:class:`Motion` at the video's frame rate, in the layout ``animate`` and ``export`` read.
+
+Refused in one line, before anything is written: what is not a video, a clip longer than
+:data:`MAX_SECONDS`, a clip where the face or person is missing for longer than a short gap
+(the message names the frames).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from avatarcli.errors import AvatarError
+from avatarcli.motion.fitting import DEFAULT_FOV, Camera, check_found
+from avatarcli.motion.landmarks import BodyLandmarks, FaceLandmarks, detect_bodies, detect_faces, load_mediapipe
+from avatarcli.motion.motion import Motion
+from avatarcli.motion.video import VideoInfo, read_frames
+from avatarcli.templates.template import Template
+
+MAX_SECONDS = 600.0  # the longest span a track takes (10 minutes)
+Progress = Callable[[str, int, int], None]  # (what, done, total)
+
+
+@dataclass
+class TrackSettings:
+    """How a video is tracked.
+
+    Attributes:
+        start, end: the seconds of the video to use (None: its start, its end).
+        fov: the camera's vertical field of view, degrees.
+        elevation: degrees the camera looks down at the subject (0: level).
+        hands: bodies: follow the hands too, where MediaPipe sees them (its holistic
+            tracker: about three times the detection time).
+        smoothing: multiplies the temporal smoothness (0: none; 2: twice as smooth).
+    """
+
+    start: float | None = None
+    end: float | None = None
+    fov: float = DEFAULT_FOV
+    elevation: float = 0.0
+    hands: bool = True
+    smoothing: float = 1.0
+
+    def check(self) -> None:
+        """Raise AvatarError for settings out of range."""
+        for name, value, low, high in (("the field of view", self.fov, 5.0, 150.0), ("the elevation", self.elevation, -80.0, 80.0),
+                                       ("the smoothing", self.smoothing, 0.0, 100.0)):  # fmt: skip
+            if not (math.isfinite(value) and low <= value <= high):
+                raise AvatarError(f"{name} must be between {low:g} and {high:g} (got {value:g})")
+        for name, value in (("start", self.start), ("end", self.end)):
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise AvatarError(f"the {name} must be a time in seconds, 0 or more (got {value:g})")
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            raise AvatarError(f"the end ({self.end:g} s) must come after the start ({self.start:g} s)")
+
+
+def span_seconds(info: VideoInfo, settings: TrackSettings) -> float:
+    """Seconds of ``info`` that ``settings`` select; AvatarError when none or too many."""
+    start = settings.start or 0.0
+    total = info.seconds if info.seconds > 0 else math.inf
+    if start >= total:
+        raise AvatarError(f"{info.name} lasts {info.seconds:.2f} s: nothing is left after {start:g} s")
+    end = min(settings.end, total) if settings.end is not None else total
+    span = end - start
+    if span > MAX_SECONDS:
+        length = f"{info.seconds / 60:.1f} minutes" if settings.start is None and settings.end is None else f"a span of {span:.0f} s"
+        raise AvatarError(
+            f"{info.name} gives {length}; avatar track takes clips up to {MAX_SECONDS / 60:g} minutes: choose a part with --start/--end"
+        )
+    return span
+
+
+@dataclass
+class Tracked:
+    """A tracked clip: the motion and the evidence it came from.
+
+    Attributes:
+        motion: the fitted motion (fps: the video's).
+        landmarks: what MediaPipe found per frame.
+        missed: frames (of the span) where nothing was found, bridged by the fit.
+    """
+
+    motion: Motion
+    landmarks: FaceLandmarks | BodyLandmarks
+    missed: list[int]
+
+
+def track_video(info: VideoInfo, template: Template, settings: TrackSettings, on_progress: Progress | None = None) -> Tracked:
+    """Track the head or body (``template.kind``) through the video ``info`` describes.
+
+    Args:
+        info: the video (from :func:`avatarcli.motion.video.probe_video`).
+        template: the template to fit through; its kind says what to track.
+        settings: span, camera, hands, smoothing (checked here).
+        on_progress: called with (stage, done, total): "detecting" per frame (total is the
+            estimate from the video's duration), then "fitting" per optimisation step.
+    """
+    from avatarcli.motion import fit_body, fit_head
+
+    settings.check()
+    span = span_seconds(info, settings)
+    load_mediapipe()  # says how to install it before any decoding
+    report = on_progress or (lambda stage, done, total: None)
+    expected = max(1, round(span * info.fps) + 1) if math.isfinite(span) else info.frames_estimate
+    frames = read_frames(info, settings.start, settings.end)
+
+    def detected(done: int) -> None:
+        report("detecting", done, max(expected, done))
+
+    camera = Camera(info.width, info.height, settings.fov, settings.elevation)
+    landmarks: FaceLandmarks | BodyLandmarks
+    if template.kind == "head":
+        landmarks = detect_faces(frames, info.width, info.height, detected)
+        check_found(landmarks.found, info.fps, "face", info.name)
+        steps = sum(fit_head.STEPS)
+    else:
+        landmarks = detect_bodies(frames, info.width, info.height, settings.hands, detected)
+        check_found(landmarks.found, info.fps, "person", info.name)
+        steps = sum(fit_body.STEPS)
+    report("detecting", len(landmarks.found), len(landmarks.found))
+    count = [0]
+
+    def stepped() -> None:
+        count[0] += 1
+        report("fitting", count[0], steps)
+
+    report("fitting", 0, steps)
+    if isinstance(landmarks, FaceLandmarks):
+        motion = fit_head.fit_head(landmarks, template, camera, info.fps, info.name, settings.smoothing, stepped)
+    else:
+        motion = fit_body.fit_body(landmarks, template, camera, info.fps, info.name, settings.smoothing, stepped)
+    missed = [int(i) for i, ok in enumerate(landmarks.found) if not ok]
+    return Tracked(motion.validate(), landmarks, missed)
