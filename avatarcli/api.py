@@ -25,7 +25,7 @@ from torch import Tensor
 
 from avatarcli.devices import resolve_device
 from avatarcli.errors import AvatarError
-from avatarcli.fileio import atomic_folder, check_writable
+from avatarcli.fileio import atomic_folder, check_output
 from avatarcli.formats.frames import FrameWriter, grid, output_kind, write_png, write_png_folder
 from avatarcli.formats.gltf import write_glb
 from avatarcli.formats.ply import read_ply, write_gsplat_format, write_ply
@@ -38,11 +38,12 @@ from avatarcli.model.avatar import Avatar, history_entry
 from avatarcli.model.initialize import init_avatar
 from avatarcli.model.rigging import RigReport, rig_avatar, rig_splat
 from avatarcli.motion.builtin import BUILTINS, builtin_motion, find_builtin
-from avatarcli.motion.motion import Motion, to_template_poses
+from avatarcli.motion.motion import Motion, check_fps, to_template_poses
 from avatarcli.motion.readers import read_motion, write_motion
 from avatarcli.render.clip import AnimateOptions, FramePlan, expression_notice, plan_frames, render_frames
 from avatarcli.render.rasterize import to_uint8
 from avatarcli.render.views import render_views
+from avatarcli.signals import interruptions_held
 from avatarcli.templates.loading import KINDS, load_template
 from avatarcli.templates.template import Pose, Template
 
@@ -50,6 +51,8 @@ AvatarInput = Avatar | str | Path
 MotionInput = Motion | str | Path
 EXPORT_FORMATS = ("ply", "compressed-ply", "splat", "glb")
 MAX_SEED = 2**63 - 1
+MAX_PIXELS = 1 << 26  # pixels rendered at once (64 views of 1024 x 1024): bounds render's views, animate's batch
+MAX_BATCH = 256
 
 
 # -- shared checks -----------------------------------------------------------------------------
@@ -121,7 +124,7 @@ def init(
         raise AvatarError(f"points per triangle must be at least 1 (got {points_per_triangle})")
     check_seed(seed)
     if output is not None:
-        check_writable(output)
+        check_output(output)
     avatar = init_avatar(load_template(model, template), points_per_triangle, seed)
     _save(avatar, output, history)
     return avatar
@@ -227,7 +230,10 @@ def check_generate_inputs(prompt: str, output: str | Path, options: GenerateOpti
     if o.points_per_triangle < 1:
         raise AvatarError(f"points per triangle must be at least 1 (got {o.points_per_triangle})")
     check_seed(o.seed)
-    check_writable(output)
+    check_output(output)
+    check_output(checkpoint_path(output))
+    if o.preview_every:
+        check_output(Path(output).with_suffix(".previews"), "folder", force=True)  # a resumed run adds to its previews
     if resume and not checkpoint_path(output).exists():
         raise AvatarError(f"cannot resume: there is no checkpoint {checkpoint_path(output)}")
     return cfg
@@ -324,7 +330,7 @@ def rig(
     if max_distance is not None and max_distance <= 0:
         raise AvatarError(f"the far distance must be positive (got {max_distance})")
     if output is not None:
-        check_writable(output)
+        check_output(output)
     kwargs: dict[str, Any] = {"max_distance": max_distance, "drop_far": drop_far, "smooth": smooth}
     if not isinstance(source, Avatar) and str(source).lower().endswith(".ply"):
         if model is None:
@@ -349,13 +355,15 @@ class AnimateResult:
     motion: Motion
 
 
-def check_animate_inputs(output: str | Path, options: AnimateOptions) -> None:
+def check_animate_inputs(output: str | Path, options: AnimateOptions, *, motion_fps: float | None = None, force: bool = False) -> None:
+    """Every check that can be made before reading the avatar and the motion (the clip's
+    length, frame rate times duration, is bounded when the motion is resampled)."""
     o = options
-    output_kind(output)
-    check_writable(output)
-    check_finite("the frame rate", o.fps)
-    if o.fps is not None and o.fps <= 0:
-        raise AvatarError(f"the frame rate must be positive (got {o.fps})")
+    check_output(output, "folder" if output_kind(output) == "folder" else "file", force)
+    if o.fps is not None:
+        check_fps(o.fps)
+    if motion_fps is not None:
+        check_fps(motion_fps, "the motion frame rate")
     check_finite("the camera distance", o.distance)
     if o.distance is not None and o.distance <= 0:
         raise AvatarError(f"the camera distance must be positive (got {o.distance})")
@@ -363,8 +371,8 @@ def check_animate_inputs(output: str | Path, options: AnimateOptions) -> None:
     check_finite("the azimuth", o.azimuth)
     check_finite("the start", o.start)
     check_finite("the end", o.end)
-    if o.batch < 1:
-        raise AvatarError(f"the batch must be at least 1 frame (got {o.batch})")
+    if not 1 <= o.batch <= MAX_BATCH:
+        raise AvatarError(f"the batch must be 1 to {MAX_BATCH} frames (got {o.batch})")
 
 
 def animate(
@@ -378,6 +386,7 @@ def animate(
     device: str = "auto",
     on_notice: Callable[[str], None] | None = None,
     on_frames: Callable[[int, int], None] | None = None,
+    force: bool = False,
 ) -> AnimateResult:
     """Drive ``avatar`` with ``motion`` (a file, a built-in name or a Motion) and write the
     frames to ``output``: a folder of PNGs, an .mp4 or a .gif.
@@ -385,10 +394,11 @@ def animate(
     Args:
         on_notice: receives one-line notes about how the motion was fitted to the template.
         on_frames: called with (frames done, frames in all) as frames are written.
+        force: write PNG frames into a folder that already holds files (files of the same
+            names are replaced; others are kept).
     """
     o = options or AnimateOptions()
-    check_animate_inputs(output, o)
-    check_finite("the motion frame rate", motion_fps)
+    check_animate_inputs(output, o, motion_fps=motion_fps, force=force)
     dev = resolve_device(device)
     av = load_avatar(avatar)
     mot = load_motion(motion, av.kind, motion_fps)
@@ -398,13 +408,15 @@ def animate(
         if note and on_notice is not None:
             on_notice(note)
     done = 0
-    with FrameWriter(output, plan.fps, o.size, frames=len(plan)) as writer:
-        for frames in render_frames(av, tpl, plan, o.background, o.batch):
+    batch = min(o.batch, max(1, MAX_PIXELS // (o.size[0] * o.size[1])))  # what fits in memory at once
+    with FrameWriter(output, plan.fps, o.size, frames=len(plan), force=force) as writer:
+        for frames in render_frames(av, tpl, plan, o.background, batch):
             for frame in frames:
                 writer.add(frame)
             done += len(frames)
             if on_frames is not None:
-                on_frames(done, len(plan))
+                with interruptions_held():  # a progress display's lock, like any, must not be split by one
+                    on_frames(done, len(plan))
     return AnimateResult(Path(output), plan, mot)
 
 
@@ -419,16 +431,22 @@ def render(
     background: Tensor | None = None,
     template: str | Path | None = None,
     device: str = "auto",
+    force: bool = False,
 ) -> Path:
     """Turntable views of the rest pose: one .png with the views side by side, or a folder
-    of ``view_NNNN.png``."""
+    of ``view_NNNN.png`` (``force``: into a folder that already holds files, replacing only
+    files of the same names)."""
     if views < 1:
         raise AvatarError(f"at least one view is needed (got {views})")
+    if views * size[0] * size[1] > MAX_PIXELS:
+        raise AvatarError(f"{views} views of {size[0]}x{size[1]} exceed the {MAX_PIXELS:,} pixels drawn at once: ask for fewer or smaller")
     check_finite("the elevation", elevation, -90.0, 90.0)
     out = Path(output)
+    if str(output) == "-":
+        raise AvatarError("views cannot go to standard output: name a .png or a folder")
     if out.suffix and out.suffix.lower() != ".png":
         raise AvatarError(f"cannot write views to {output}: name a .png (views side by side) or a folder")
-    check_writable(output)
+    check_output(output, "file" if out.suffix else "folder", force)
     dev = resolve_device(device)
     av = load_avatar(avatar)
     tpl = load_template(av.kind, template, dev)
@@ -437,7 +455,7 @@ def render(
     if out.suffix:
         write_png(grid(images), out)
     else:
-        write_png_folder(images, out, stem="view")
+        write_png_folder(images, out, stem="view", force=force)
     return out
 
 
@@ -476,13 +494,15 @@ def export(
     motion_fps: float | None = None,
     template: str | Path | None = None,
     device: str = "cpu",
+    force: bool = False,
 ) -> list[Path]:
     """Write the avatar in a format other tools open; returns the files written.
 
     Formats: ``.ply`` (INRIA 3DGS), ``.compressed.ply`` (SuperSplat), ``.splat``, ``.glb``
     (the skinned template mesh; with ``motion``, its animation). Gaussian formats are the
     rest pose, or ``frame`` of ``motion``; ``sequence`` writes one .ply per motion frame into
-    the folder ``output``.
+    the folder ``output`` (``force``: one that already holds files, replacing only files of
+    the same names).
     """
     kind = "ply" if sequence else export_format(output, fmt)
     if not 0 <= sh_degree <= 3:
@@ -495,7 +515,11 @@ def export(
         raise AvatarError("a sequence needs a motion")
     if sequence and Path(output).suffix:
         raise AvatarError(f"a sequence is a folder of .ply files; {output} looks like a file name")
-    check_writable(output)
+    if str(output) == "-":
+        raise AvatarError("exports cannot go to standard output: name a file")
+    if motion_fps is not None:
+        check_fps(motion_fps, "the motion frame rate")
+    check_output(output, "folder" if sequence else "file", force)
     av = load_avatar(avatar)
     mot = load_motion(motion, av.kind, motion_fps) if motion is not None else None
     tpl = load_template(av.kind, template, resolve_device(device))
@@ -511,7 +535,7 @@ def export(
     with torch.no_grad():
         if sequence:
             assert poses is not None
-            return _write_sequence(av, tpl, poses, Path(output), sh_degree)
+            return _write_sequence(av, tpl, poses, Path(output), sh_degree, force)
         g = av.posed(tpl, None if poses is None else poses.index([frame or 0])).gaussians(0)
     if kind == "ply":
         write_ply(g, output, sh_degree)
@@ -520,12 +544,14 @@ def export(
     return [Path(output)]
 
 
-def _write_sequence(avatar: Avatar, template: Template, poses: Pose, folder: Path, sh_degree: int, chunk: int = 16) -> list[Path]:
-    """One .ply per pose, ``frame_NNNN.ply``, into ``folder`` (atomically)."""
+def _write_sequence(
+    avatar: Avatar, template: Template, poses: Pose, folder: Path, sh_degree: int, force: bool = False, chunk: int = 16
+) -> list[Path]:
+    """One .ply per pose, ``frame_NNNN.ply``, into ``folder`` (atomically; see ``atomic_folder``)."""
     total = poses.batch
     digits = max(4, len(str(total - 1)))
     names = [f"frame_{i:0{digits}d}.ply" for i in range(total)]
-    with atomic_folder(folder) as tmp:
+    with atomic_folder(folder, force) as tmp:
         for start in range(0, total, chunk):
             idx = list(range(start, min(start + chunk, total)))
             pg = avatar.posed(template, poses.index(idx))
@@ -578,11 +604,11 @@ def motion(
     """A built-in motion, written as an editable canonical .npz when ``output`` is given."""
     check_kind(model)
     check_finite("the length", seconds)
-    check_finite("the frame rate", fps)
+    check_fps(fps)
     if output is not None:
         if not str(output).lower().endswith(".npz"):
             raise AvatarError(f"motions are written as .npz (got {output})")
-        check_writable(output)
+        check_output(output)
     mot = builtin_motion(name, model, seconds, fps)
     if output is not None:
         write_motion(mot, output)

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from avatarcli import frames
+from avatarcli.formats import frames
 from avatarcli.formats.frames import FrameWriter, frame_name, write_png_folder
 
 
