@@ -226,6 +226,7 @@ GOOD_ANIMATE = ("animate", "{i}/head.avatar", "{i}/talk.npz", "-o", "{w}/out.gif
 TINY = ("--guidance", "tiny", "--steps", "1", "--batch", "1", "--resolution", "32", "-k", "1")
 
 # (id, how the bad input is made, the commands that read it, what the message says)
+# fmt: off
 CASES = [
     # .avatar metadata of the wrong JSON type
     ("meta-list", edited_avatar("head", lambda m: [m]), INFO_RENDER, "metadata is a JSON list, not an object"),
@@ -253,17 +254,17 @@ CASES = [
     ("betas-500", edited_avatar("head", tensor_edit=tensor_set("template.betas", lambda b: torch.zeros(500))), INFO_RENDER, "500 values"),
     ("betas-2x10", edited_avatar("head", tensor_edit=tensor_set("template.betas", lambda b: torch.zeros(2, 10))), INFO_RENDER, "(2, 10)"),
     ("weights-54-joints", edited_avatar("body", tensor_edit=tensor_set("binding.weights", lambda w: w[:, :54].contiguous())),
-     INFO_RENDER, "binding.weights has shape"),  # fmt: skip
+     INFO_RENDER, "binding.weights has shape"),
     ("face-index-floats", edited_avatar("head", tensor_edit=tensor_set("binding.face_idx", lambda f: f.float())), INFO_RENDER,
-     "not whole numbers"),  # fmt: skip
+     "not whole numbers"),
     ("face-index-outside", edited_avatar("head", tensor_edit=tensor_set("binding.face_idx", lambda f: f + 10**6)), INFO_RENDER,
-     "outside the template"),  # fmt: skip
+     "outside the template"),
     ("zero-gaussians", edited_avatar("head", tensor_edit=_no_gaussians), INFO_RENDER, "holds no Gaussians"),
     ("zero-quaternions", edited_avatar("head", tensor_edit=tensor_set("gaussians.quats", torch.zeros_like)), INFO_RENDER, "all zero"),
     ("sh-degree-4", edited_avatar("head", tensor_edit=tensor_set("gaussians.sh", lambda s: torch.zeros(len(s), 25, 3))), INFO_RENDER,
-     "degree 4"),  # fmt: skip
+     "degree 4"),
     ("betas-of-another-template", edited_avatar("head", tensor_edit=tensor_set("template.betas", lambda b: torch.zeros(20))),
-     (INFO_RENDER[1],), "shape has 20 coefficients"),  # fmt: skip
+     (INFO_RENDER[1],), "shape has 20 coefficients"),
     # inputs that are not files, numbers out of range
     ("info-dev-zero", nothing, (("info", "/dev/zero"),), "is not a regular file"),
     ("info-folder", folder("d"), (("info", "{w}/d"),), "is a folder"),
@@ -276,7 +277,7 @@ CASES = [
     ("generate-checkpoint-folder", folder("g.ckpt"), (("generate", "x", *TINY, "-o", "{w}/g.avatar"),), "g.ckpt is a folder"),
     ("generate-named-ckpt", nothing, (("generate", "x", *TINY, "-o", "{w}/x.ckpt"),), "the same name"),
     ("generate-checkpoint-negative", nothing, (("generate", "x", *TINY, "--checkpoint-every", "-1", "-o", "{w}/g.avatar"),),
-     "0 (off) or positive"),  # fmt: skip
+     "0 (off) or positive"),
     ("rig-into-folder", folder("d"), (("rig", "{i}/head.avatar", "-o", "{w}/d"),), "is a folder; name a file"),
     ("animate-into-folder", folder("d.gif"), ((*GOOD_ANIMATE[:4], "{w}/d.gif"),), "is a folder; name a file"),
     ("export-into-folder", folder("d.ply"), (("export", "{i}/head.avatar", "-o", "{w}/d.ply"),), "is a folder; name a file"),
@@ -285,17 +286,17 @@ CASES = [
     ("init-over-a-device", nothing, (("init", "-k", "1", "-o", "/dev/null"),), "not a regular file"),
     ("render-jpg", nothing, (("render", "{i}/head.avatar", "-o", "{w}/v.jpg"),), "name a .png"),
     ("render-into-users-folder", folder("photos", True), (("render", "{i}/head.avatar", "--size", "16", "-o", "{w}/photos"),),
-     "is not empty"),  # fmt: skip
+     "is not empty"),
     ("animate-into-users-folder", folder("photos", True), ((*GOOD_ANIMATE[:4], "{w}/photos", "--size", "16"),), "is not empty"),
     ("export-sequence-into-users-folder", folder("photos", True),
-     (("export", "{i}/head.avatar", "--motion", "{i}/talk.npz", "--sequence", "-o", "{w}/photos"),), "is not empty"),  # fmt: skip
+     (("export", "{i}/head.avatar", "--motion", "{i}/talk.npz", "--sequence", "-o", "{w}/photos"),), "is not empty"),
     ("output-folder-missing", nothing, (("motions", "walk", "-o", "{w}/no/such/w.npz"),), "does not exist"),
     # motion files
     ("canonical-without-kind", canonical(kind=None), (ANIMATE,), "'kind' is missing"),
     ("canonical-without-rotations", canonical(rotations=None), (ANIMATE,), "'rotations' is missing"),
     ("canonical-0d-rotations", canonical(rotations=np.float32(0.5)), (ANIMATE,), "'rotations' is a single value"),
     ("canonical-zero-frames", canonical(rotations=lambda r: r[:0], expression=lambda e: e[:0], translation=lambda t: t[:0]),
-     (ANIMATE,), "'rotations' has no frames"),  # fmt: skip
+     (ANIMATE,), "'rotations' has no frames"),
     ("canonical-kind-number", canonical(kind=np.int64(3)), (ANIMATE,), "'kind' must be one string"),
     ("fps-text", canonical(fps="abc"), (ANIMATE,), "'fps' must be one number"),
     ("fps-empty", canonical(fps=np.zeros(0)), (ANIMATE,), "'fps' must be one number"),
@@ -312,7 +313,7 @@ CASES = [
     ("motion-is-a-folder", folder("m.npz"), (ANIMATE,), "is a folder"),
     ("clip-too-long", canonical(rotations=lambda r: np.repeat(r[:1], 200, 0), expression=lambda e: np.repeat(e[:1], 200, 0),
                                 translation=lambda t: np.repeat(t[:1], 200, 0), fps=1.0),
-     ((*ANIMATE, "--fps", "1000"),), "would be 199001 frames; the most a clip may have is 100,000"),  # fmt: skip
+     ((*ANIMATE, "--fps", "1000"),), "would be 199001 frames; the most a clip may have is 100,000"),
     # options of animate and motions
     ("animate-fps-1e9", nothing, ((*GOOD_ANIMATE, "--fps", "1e9"),), "between 1 and 1000 fps"),
     ("animate-fps-nan", nothing, ((*GOOD_ANIMATE, "--fps", "nan"),), "between 1 and 1000 fps (got nan)"),
@@ -333,6 +334,7 @@ CASES = [
     ("ply-nan-ascii", ply_file(lambda v: (v.__setitem__("x", np.nan), v)[1], text=True), (RIG_PLY,), "NaN"),
     ("ply-dev-zero", nothing, (("rig", "/dev/zero", "-m", "head", "-o", "{w}/out.avatar"),), "not a regular file"),
 ]
+# fmt: on
 
 
 @pytest.mark.parametrize("make, commands, message", [pytest.param(m, c, msg, id=i) for i, m, c, msg in CASES])

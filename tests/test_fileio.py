@@ -27,7 +27,7 @@ from avatarcli.fileio import (
     read_bytes,
     remove_partial_outputs,
 )
-from avatarcli.signals import Interrupted, interrupts_raise, interruptions_held
+from avatarcli.signals import Interrupted, interruptions_held, interrupts_raise
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -92,16 +92,16 @@ def test_npz_members_are_bounded_and_checked(tmp_path):
         npz_arrays(bytes(corrupt), "m.npz")
     with zipfile.ZipFile(tmp_path / "odd.npz", "w") as z:
         z.writestr("notes.txt", b"not an array")
-    with pytest.raises(AvatarError, match="not a readable .npy"):
+    with pytest.raises(AvatarError, match=r"not a readable \.npy"):
         read_arrays(tmp_path / "odd.npz")
     (tmp_path / "text.npz").write_text("hello")
-    with pytest.raises(AvatarError, match="not a .npy or .npz"):
+    with pytest.raises(AvatarError, match=r"not a \.npy or \.npz"):
         read_arrays(tmp_path / "text.npz")
 
 
 # -- writing -----------------------------------------------------------------------------------------
 def test_a_write_that_runs_out_of_space_is_one_line_and_leaves_nothing(tmp_path):
-    with pytest.raises(AvatarError, match="cannot write .*out.avatar: No space left on device"):
+    with pytest.raises(AvatarError, match=r"cannot write .*out\.avatar: No space left on device"):
         with atomic_path(tmp_path / "out.avatar") as tmp:
             tmp.write_bytes(b"half")
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -190,7 +190,7 @@ def edit_header(data: bytes, rng: np.random.Generator) -> bytes:
     if field == "dtype":
         entry["dtype"] = ["F16", "F64", "I64", "U8", "BOOL", "C64", "X"][int(rng.integers(7))]
     elif field == "shape":
-        entry["shape"] = [int(rng.integers(0, 10**int(rng.integers(1, 12)))) for _ in range(int(rng.integers(0, 4)))]
+        entry["shape"] = [int(rng.integers(0, 10 ** int(rng.integers(1, 12)))) for _ in range(int(rng.integers(0, 4)))]
     else:
         entry["data_offsets"] = [int(v) + int(rng.integers(-64, 64)) for v in entry["data_offsets"]]
     text = json.dumps(header).encode()
