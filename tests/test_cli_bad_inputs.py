@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import os
 import struct
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -269,6 +270,8 @@ CASES = [
     ("info-dev-zero", nothing, (("info", "/dev/zero"),), "is not a regular file"),
     ("info-folder", folder("d"), (("info", "{w}/d"),), "is a folder"),
     ("seed-2-to-70", nothing, (("init", "-k", "1", "--seed", str(2**70), "-o", "{w}/s.avatar"),), "seed must be between"),
+    ("generate-seed-2-to-70", nothing, (("generate", "x", *TINY, "--seed", str(2**70), "-o", "{w}/g.avatar"),), "seed must be between"),
+    ("seed-negative", nothing, (("init", "-k", "1", "--seed", "-1", "-o", "{w}/s.avatar"),), "seed must be between"),
     ("views-too-many", nothing, (("render", "{i}/head.avatar", "--views", "100000", "-o", "{w}/v.png"),), "pixels drawn at once"),
     ("batch-huge", nothing, ((*GOOD_ANIMATE, "--batch", "100000"),), "batch must be 1 to 256"),
     # output paths
@@ -326,6 +329,12 @@ CASES = [
     ("motions-seconds-nan", nothing, (("motions", "walk", "--seconds", "nan", "-o", "{w}/w.npz"),), "length must be a finite number"),
     ("motions-seconds-negative", nothing, (("motions", "walk", "--seconds", "-2", "-o", "{w}/w.npz"),), "positive number of seconds"),
     ("motions-fps-1e9", nothing, (("motions", "walk", "--fps", "1e9", "-o", "{w}/w.npz"),), "between 1 and 1000 fps"),
+    ("motions-seconds-inf", nothing, (("motions", "walk", "--seconds", "inf", "-o", "{w}/w.npz"),), "length must be a finite number"),
+    ("motions-fps-nan", nothing, (("motions", "walk", "--fps", "nan", "-o", "{w}/w.npz"),), "between 1 and 1000 fps (got nan)"),
+    ("motions-fps-tiny", nothing, (("motions", "walk", "--fps", "1e-3", "-o", "{w}/w.npz"),), "between 1 and 1000 fps"),
+    ("render-elevation-nan", nothing, (("render", "{i}/head.avatar", "--elevation", "nan", "-o", "{w}/v.png"),), "elevation must be"),
+    ("export-motion-fps-nan", nothing,
+     (("export", "{i}/head.avatar", "--motion", "{i}/talk.npz", "--motion-fps", "nan", "-o", "{w}/e.ply"),), "motion frame rate"),
     # .ply files
     ("ply-f-rest-x", ply_file(_renamed("f_rest_0", "f_rest_x")), (RIG_PLY,), "'f_rest_x' is not named f_rest_<number>"),
     ("ply-f-rest-gap", ply_file(_renamed("f_rest_0", "f_rest_99")), (RIG_PLY,), "not numbered 0 to 8"),
@@ -348,30 +357,46 @@ def test_bad_input_is_one_line_and_leaves_nothing(inputs, tmp_path, make, comman
     assert files_in(inputs) == inputs_before
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write into read-only folders")
+@pytest.fixture
+def read_only_folder(tmp_path) -> Iterator[Path]:
+    """A folder no file can be made in: a folder made read-only, or where that does not bind
+    (root), the kernel's /sys, which refuses new files to everyone."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o555)
+        yield locked
+        locked.chmod(0o755)
+        return
+    try:
+        with tempfile.TemporaryFile(dir="/sys"):
+            pass
+    except OSError:
+        yield Path("/sys")
+        return
+    pytest.skip("no folder here refuses new files to root")
+
+
 @pytest.mark.parametrize(
     "command",
     [
         ("init", "-k", "1", "-o", "{w}/out.avatar"),
         ("rig", "{i}/head.avatar", "-o", "{w}/out.avatar"),
         ("export", "{i}/head.avatar", "-o", "{w}/out.ply"),
+        ("export", "{i}/head.avatar", "--motion", "{i}/talk.npz", "--sequence", "-o", "{w}/frames"),
         ("render", "{i}/head.avatar", "--size", "16", "-o", "{w}/out.png"),
         ("render", "{i}/head.avatar", "--size", "16", "-o", "{w}/views"),
         (*GOOD_ANIMATE[:4], "{w}/out.gif"),
+        (*GOOD_ANIMATE[:4], "{w}/frames"),
         ("motions", "walk", "-o", "{w}/out.npz"),
         ("generate", "x", *TINY, "-o", "{w}/out.avatar"),
     ],
 )
-def test_a_read_only_folder_is_refused_before_any_work(inputs, tmp_path, command):
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o555)
-    try:
-        r = run_cli(*(a.format(i=inputs, w=locked) for a in command))
-        one_error_line(r, "cannot write into folder")
-        assert list(locked.iterdir()) == []
-    finally:
-        locked.chmod(0o755)
+def test_a_read_only_folder_is_refused_before_any_work(inputs, read_only_folder, command):
+    before = sorted(os.listdir(read_only_folder))
+    r = run_cli(*(a.format(i=inputs, w=read_only_folder) for a in command))
+    one_error_line(r, "cannot write into folder")
+    assert sorted(os.listdir(read_only_folder)) == before
 
 
 def test_a_failed_rename_is_one_line_and_leaves_nothing(inputs, tmp_path, monkeypatch):
@@ -423,3 +448,40 @@ def test_valid_inputs_that_looked_odd_are_read(inputs, tmp_path):
 def test_the_table_has_no_duplicate_ids():
     ids = [c[0] for c in CASES]
     assert len(ids) == len(set(ids))
+
+
+def test_an_unexpected_failure_is_one_line_naming_a_report(tmp_path, monkeypatch):
+    """A bug, not a bad input: one ``error:`` line naming a report that holds the traceback
+    and the command, exit 1, and no output file."""
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("internal state\nwent wrong")
+
+    monkeypatch.setattr(api, "load_template", broken)
+    monkeypatch.setenv("AVATARCLI_CACHE", str(tmp_path / "cache"))
+    r = run_cli("init", "-k", "1", "-o", str(tmp_path / "a.avatar"))
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.code == 1, r.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: unexpected RuntimeError: internal state went wrong"), r.stderr
+    assert "Traceback" not in r.stderr
+    reports = list((tmp_path / "cache" / "reports").iterdir())
+    assert len(reports) == 1 and str(reports[0]) in lines[0]
+    text = reports[0].read_text()
+    assert text.startswith("command: avatar init -k 1 -o ")
+    assert "Traceback (most recent call last)" in text and "in broken" in text and "RuntimeError: internal state" in text
+    assert not (tmp_path / "a.avatar").exists()
+
+
+def test_an_unexpected_failure_without_a_writable_cache_still_says_so(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(api, "builtin_motion", broken)
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the report folders would be")
+    monkeypatch.setenv("AVATARCLI_CACHE", str(blocker))
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(blocker))
+    r = run_cli("motions", "walk", "-o", str(tmp_path / "w.npz"))
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.code == 1
+    assert lines == ["error: unexpected RuntimeError: boom (no report could be written)"], r.stderr
