@@ -5,15 +5,20 @@ A few hundred mutants each of an ``.avatar`` (read by ``info``), a 3DGS ``.ply``
 numbers poked into the data, and edits that keep the container valid (metadata values of
 other types, tensors and arrays of other shapes, dtypes and values, .ply header lines).
 Every run must exit 0 or 2; an exit 2 is exactly one ``error:`` line; no run prints a
-traceback or a Python warning or leaves a file behind. Torch runs on one thread here: the
-inputs are tiny, and threads only contend for the cores.
+traceback or a Python warning or leaves a file behind. The mutants run in this process
+through the command line's ``main`` (a process start costs more than most runs), and a few
+of each through real ``python -m avatarcli`` processes. Torch runs on one thread here: the
+inputs are tiny, and threads only contend for the cores. Some 40 s on two cores in all.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import struct
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +36,8 @@ from avatarcli.motion.builtin import builtin_motion
 from avatarcli.motion.readers import write_motion
 
 from helpers import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SEED = 15
 MUTANTS = {"avatar": 300, "ply": 250, "motion": 250}
@@ -294,13 +301,14 @@ MOTION_MUTATORS: list[Mutator] = [*BYTE_MUTATORS, edit_arrays, edit_arrays, edit
 
 
 # -- running ---------------------------------------------------------------------------------------
-def fuzz(seed_files: dict[str, bytes], mutators: list[Mutator], count: int, command: Callable[[Path, Path], list[str]], work: Path,
-         seed: int) -> list[str]:  # fmt: skip
-    """Run ``count`` mutants; returns a description of every run that misbehaved."""
+Command = Callable[[Path, Path], list[str]]
+
+
+def mutants(seed_files: dict[str, bytes], mutators: list[Mutator], count: int, seed: int) -> Iterator[tuple[str, str, bytes]]:
+    """``count`` seeded mutants: (seed file name, how it was mutated, the bytes)."""
     rng = np.random.default_rng(seed)
     names = sorted(seed_files)
-    problems = []
-    for i in range(count):
+    for _ in range(count):
         name = names[int(rng.integers(len(names)))]
         mutate = mutators[int(rng.integers(len(mutators)))]
         if name.endswith(".npy") and mutate is edit_arrays:
@@ -308,40 +316,67 @@ def fuzz(seed_files: dict[str, bytes], mutators: list[Mutator], count: int, comm
         data = mutate(seed_files[name], rng)
         if rng.random() < 0.15:  # sometimes a second mutation on top
             data = mutators[int(rng.integers(len(BYTE_MUTATORS)))](data, rng)
+        yield name, mutate.__name__, data
+
+
+def misbehaviour(code: int, stderr: str, case: Path, path: Path) -> str | None:
+    """What is wrong with a run that read ``path`` in ``case`` (None: nothing)."""
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    left = sorted(p.name for p in case.iterdir() if p != path and not (code == 0 and p.name.startswith("out")))
+    if code not in (0, 2) or "Traceback" in stderr:
+        return f"exit {code}, {lines[-1] if lines else ''}"
+    if code == 2 and not (len(lines) == 1 and lines[0].startswith("error:")):
+        return f"exit 2 with stderr {stderr!r}"
+    if "Warning" in stderr:  # a Python warning printed on its way (numpy, torch)
+        return f"exit {code} with a warning in {stderr!r}"
+    if left:
+        return f"exit {code}, left behind: {left}"
+    if code == 2 and any(p.name.startswith("out") for p in case.iterdir()):
+        return "exit 2 but wrote an output"
+    return None
+
+
+def fuzz(seed_files: dict[str, bytes], mutators: list[Mutator], count: int, command: Command, work: Path, seed: int) -> list[str]:
+    """Run ``count`` mutants in this process through the command line's ``main``; returns a
+    description of every run that misbehaved."""
+    problems = []
+    for i, (name, how, data) in enumerate(mutants(seed_files, mutators, count, seed)):
         case = work / f"case{i}"
         case.mkdir()
         path = case / name
         path.write_bytes(data)
-        output = case / "out"
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            r = run_cli(*command(path, output))
-        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-        left = sorted(p.name for p in case.iterdir() if p != path and not (r.code == 0 and p.name.startswith("out")))
-        what = f"#{i} {name} {mutate.__name__}: exit {r.code}, {lines[-1] if lines else ''}"
-        if r.code not in (0, 2) or "Traceback" in r.stderr:
-            problems.append(what)
-        elif r.code == 2 and not (len(lines) == 1 and lines[0].startswith("error:")):
-            problems.append(f"{what} (stderr: {r.stderr!r})")
-        elif caught:
-            problems.append(f"{what} (warning: {caught[0].category.__name__}: {caught[0].message})")
-        elif left:
-            problems.append(f"{what} (left behind: {left})")
-        elif r.code == 2 and any(p.name.startswith("out") for p in case.iterdir()):
-            problems.append(f"{what} (wrote an output)")
+            r = run_cli(*command(path, case / "out"))
+        wrong = misbehaviour(r.code, r.stderr, case, path)
+        if wrong is None and caught:
+            wrong = f"exit {r.code} with a warning: {caught[0].category.__name__}: {caught[0].message}"
+        if wrong is not None:
+            problems.append(f"#{i} {name} {how}: {wrong}")
     return problems
+
+
+def avatar_command(path: Path, out: Path) -> list[str]:
+    return ["info", str(path), "--json"]
+
+
+def ply_command(path: Path, out: Path) -> list[str]:
+    return ["rig", str(path), "-m", "head", "-o", f"{out}.avatar"]
+
+
+def motion_command(avatar: Path) -> Command:
+    return lambda path, out: ["animate", str(avatar), str(path), "-o", f"{out}.gif", "--size", "16"]
 
 
 def test_fuzzed_avatar_files(seeds, one_thread, tmp_path):
     files = {k: v for k, v in seeds.items() if k.endswith(".avatar")}
-    problems = fuzz(files, AVATAR_MUTATORS, MUTANTS["avatar"], lambda p, o: ["info", str(p), "--json"], tmp_path, SEED)
+    problems = fuzz(files, AVATAR_MUTATORS, MUTANTS["avatar"], avatar_command, tmp_path, SEED)
     assert not problems, "\n".join(problems)
 
 
 def test_fuzzed_ply_files(seeds, one_thread, tmp_path):
     files = {k: v for k, v in seeds.items() if k.endswith(".ply")}
-    command = lambda p, o: ["rig", str(p), "-m", "head", "-o", f"{o}.avatar"]  # noqa: E731
-    problems = fuzz(files, PLY_MUTATORS, MUTANTS["ply"], command, tmp_path, SEED + 1)
+    problems = fuzz(files, PLY_MUTATORS, MUTANTS["ply"], ply_command, tmp_path, SEED + 1)
     assert not problems, "\n".join(problems)
 
 
@@ -349,6 +384,44 @@ def test_fuzzed_motion_files(seeds, one_thread, tmp_path):
     files = {k: v for k, v in seeds.items() if k.endswith((".npz", ".npy"))}
     avatar = tmp_path / "head.avatar"
     avatar.write_bytes(seeds["head.avatar"])
-    command = lambda p, o: ["animate", str(avatar), str(p), "-o", f"{o}.gif", "--size", "16"]  # noqa: E731
-    problems = fuzz(files, MOTION_MUTATORS, MUTANTS["motion"], command, tmp_path, SEED + 2)
+    problems = fuzz(files, MOTION_MUTATORS, MUTANTS["motion"], motion_command(avatar), tmp_path, SEED + 2)
+    assert not problems, "\n".join(problems)
+
+
+SUBPROCESS_MUTANTS = 3  # of each reader
+
+
+def test_fuzzed_files_through_the_real_command(seeds, tmp_path):
+    """A few mutants of each reader through ``python -m avatarcli`` processes, as a user runs
+    it: the exit status, stderr (Python's warnings print there) and the folder, run two at a
+    time."""
+    avatar = tmp_path / "head.avatar"
+    avatar.write_bytes(seeds["head.avatar"])
+    readers: list[tuple[str, list[Mutator], Command]] = [
+        (".avatar", AVATAR_MUTATORS, avatar_command),
+        (".ply", PLY_MUTATORS, ply_command),
+        (".np", MOTION_MUTATORS, motion_command(avatar)),
+    ]
+    runs: list[tuple[str, Path, Path, list[str]]] = []
+    for k, (suffix, mutators, command) in enumerate(readers):
+        files = {n: v for n, v in seeds.items() if suffix in n}
+        for i, (name, how, data) in enumerate(mutants(files, mutators, SUBPROCESS_MUTANTS, SEED + 10 + k)):
+            case = tmp_path / f"{suffix[1:]}{i}"
+            case.mkdir()
+            (case / name).write_bytes(data)
+            runs.append((f"{name} {how}", case, case / name, command(case / name, case / "out")))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    problems = []
+    for start in range(0, len(runs), 2):
+        procs = [
+            (what, case, path, subprocess.Popen([sys.executable, "-m", "avatarcli", *args], cwd=case, env=env, stdout=subprocess.PIPE,
+                                                stderr=subprocess.PIPE, text=True))
+            for what, case, path, args in runs[start : start + 2]
+        ]  # fmt: skip
+        for what, case, path, proc in procs:
+            _, stderr = proc.communicate(timeout=300)
+            wrong = misbehaviour(proc.returncode, stderr, case, path)
+            if wrong is not None:
+                problems.append(f"{what}: {wrong}")
+    assert len(runs) == 3 * SUBPROCESS_MUTANTS
     assert not problems, "\n".join(problems)
