@@ -96,12 +96,23 @@ def check_input(path: str | Path, what: str = "file", limit: int = MAX_READ_BYTE
     return st.st_size
 
 
+def _check_stdin(what: str) -> None:
+    """Refuse a device as standard input (``< /dev/zero``, a terminal): files and pipes are read."""
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return  # not a real file descriptor (an in-memory stream): read it
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        raise AvatarError(f"standard input is a device, not a file or a pipe; pipe the {what} in or name it")
+
+
 def read_bytes(path: str | Path, what: str = "file", limit: int = MAX_READ_BYTES) -> bytes:
     """The whole content of ``path`` (``-`` reads stdin), at most ``limit`` bytes.
 
     Regular files and pipes are read; devices (``/dev/zero``), folders and sockets are refused.
     """
     if str(path) == STDIO:
+        _check_stdin(what)
         data = _read_at_most(sys.stdin.buffer, limit, what, "on standard input")
         if not data:
             raise AvatarError(f"no {what} on standard input")

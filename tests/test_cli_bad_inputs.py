@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import struct
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -485,3 +487,20 @@ def test_an_unexpected_failure_without_a_writable_cache_still_says_so(tmp_path, 
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.code == 1
     assert lines == ["error: unexpected RuntimeError: boom (no report could be written)"], r.stderr
+
+
+def test_standard_input_is_read_from_files_and_pipes_not_devices(inputs, tmp_path):
+    """``avatar info - < /dev/zero`` is refused at once (it used to read 4 GiB first);
+    ``< head.avatar`` is read."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    command = [sys.executable, "-m", "avatarcli", "info", "-", "--json"]
+    with open("/dev/zero", "rb") as zero:
+        r = subprocess.run(command, stdin=zero, capture_output=True, text=True, env=env, timeout=120)
+    assert (
+        r.returncode == 2
+        and r.stderr.strip() == "error: standard input is a device, not a file or a pipe; pipe the avatar file in or name it"
+    )
+    with open(inputs / "head.avatar", "rb") as fh:
+        r = subprocess.run(command, stdin=fh, capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["kind"] == "head"
