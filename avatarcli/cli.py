@@ -7,9 +7,12 @@ stderr and exit code 2, with no partial files.
 
 from __future__ import annotations
 
+import functools
+import io
 import json
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -20,12 +23,16 @@ from rich.markup import escape
 
 try:  # typer >= 0.22 vendors its own click; its exceptions live there
     from typer._click import exceptions as click_exc
+    from typer._click.core import Command as ClickCommand
 except ImportError:  # pragma: no cover - older typer on the real click
+    from click import Command as ClickCommand  # type: ignore[assignment]
     from click import exceptions as click_exc  # type: ignore[no-redef]
 
 from avatarcli import __version__
-from avatarcli.console import console, summary
+from avatarcli.console import console, error, summary
 from avatarcli.errors import AvatarError
+from avatarcli.fileio import remove_partial_outputs
+from avatarcli.signals import Interrupted, interrupts_raise
 
 app = typer.Typer(
     name="avatar",
@@ -46,6 +53,9 @@ TemplateOpt = Annotated[
     ),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+ForceOpt = Annotated[
+    bool, typer.Option("--force", help="Write into an output folder that already holds files (same-named files are replaced, others kept).")
+]
 
 
 def _command_line() -> str:
@@ -245,7 +255,8 @@ def generate(
                                   history=_command_line())  # fmt: skip
     except Interrupted:
         if ckpt.exists():
-            console.print(f"[yellow]interrupted:[/yellow] saved {out} and {ckpt}; continue with the same command and --resume")
+            saved = escape(f"saved {out} and {ckpt}; continue with the same command and --resume")
+            console.print(f"[yellow]interrupted:[/yellow] {saved}")
         else:
             console.print("[yellow]interrupted[/yellow] before the first step: nothing was saved")
         raise typer.Exit(130) from None
@@ -270,18 +281,18 @@ def info(
         return
     from rich.table import Table
 
-    table = Table(title=avatar if avatar != "-" else "standard input", show_header=False)
+    table = Table(title=escape(avatar) if avatar != "-" else "standard input", show_header=False)
     table.add_column(style="bold")
     table.add_column()
     for key in ("kind", "binding", "stage", "gaussians", "sh_degree", "prompt", "seed"):
-        table.add_row(key, str(facts.get(key)))
+        table.add_row(key, escape(str(facts.get(key))))
     t = facts["template"]
-    table.add_row("template", f"{t.get('name')} ({t.get('vertices')} vertices, sha256 {str(t.get('sha256'))[:12]})")
+    table.add_row("template", escape(f"{t.get('name')} ({t.get('vertices')} vertices, sha256 {str(t.get('sha256'))[:12]})"))
     if facts.get("bounds"):
         lo, hi = facts["bounds"]
-        table.add_row("bounds (m)", "[" + ", ".join(f"{v:.3f}" for v in lo) + "] to [" + ", ".join(f"{v:.3f}" for v in hi) + "]")
+        table.add_row("bounds (m)", escape("[" + ", ".join(f"{v:.3f}" for v in lo) + "] to [" + ", ".join(f"{v:.3f}" for v in hi) + "]"))
     for i, h in enumerate(facts.get("history", [])):
-        table.add_row("history" if i == 0 else "", f"{h.get('time', '')}  {h.get('command', '')}")
+        table.add_row("history" if i == 0 else "", escape(f"{h.get('time', '')}  {h.get('command', '')}"))
     console.print(table)
 
 
@@ -297,13 +308,14 @@ def render(
     background: Annotated[str, typer.Option(help="white, black, gray, #rrggbb or r,g,b.")] = "white",
     template: TemplateOpt = None,
     device: DeviceOpt = "auto",
+    force: ForceOpt = False,
 ) -> None:
     """Render turntable views of an avatar in its rest pose."""
     from avatarcli import api
 
     wh = parse_size(size)
     api.render(avatar, output, views=views, size=wh, elevation=elevation, background=parse_color(background), template=template,
-               device=device)  # fmt: skip
+               device=device, force=force)  # fmt: skip
     summary("avatar render", [("wrote", output), ("views", str(views)), ("size", f"{wh[0]}x{wh[1]}")])
 
 
@@ -370,6 +382,7 @@ def animate(
     batch: Annotated[int, typer.Option(help="Frames rendered together.")] = 8,
     template: TemplateOpt = None,
     device: DeviceOpt = "auto",
+    force: ForceOpt = False,
 ) -> None:
     """Drive an avatar with a motion and write frames or a video."""
     from rich.progress import TextColumn
@@ -391,7 +404,7 @@ def animate(
             bar.update(task, completed=done, total=total, rate=f"{speed:.1f} frames/s" if speed else "")
 
         result = api.animate(avatar, motion, output, options, motion_fps=motion_fps, template=template, device=device, on_notice=warn,
-                             on_frames=on_frames)  # fmt: skip
+                             on_frames=on_frames, force=force)  # fmt: skip
     rows = [("wrote", output), ("motion", result.motion.source), ("frames", duration_text(len(result.plan), result.plan.fps)),
             ("size", f"{wh[0]}x{wh[1]}"), ("camera", result.plan.camera)]  # fmt: skip
     summary("avatar animate", rows)
@@ -451,12 +464,13 @@ def export(
     motion_fps: Annotated[Optional[float], typer.Option("--motion-fps", help="Frame rate of .npy motions, which do not store one.")] = None,
     template: TemplateOpt = None,
     device: DeviceOpt = "cpu",
+    force: ForceOpt = False,
 ) -> None:
     """Export to files other tools open: 3DGS .ply / .splat / .splat.glb, a skinned .glb for game engines, or a web page."""
     from avatarcli import api
 
     written = api.export(avatar, output, fmt=fmt, motion=motion, frame=frame, sequence=sequence, sh_degree=sh_degree,
-                         motion_fps=motion_fps, template=template, device=device)  # fmt: skip
+                         motion_fps=motion_fps, template=template, device=device, force=force)  # fmt: skip
     rows = [("wrote", output if len(written) == 1 else f"{output}/ ({len(written)} files)")]
     if motion is not None:
         rows.append(("motion", motion))
@@ -511,27 +525,102 @@ def track(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: runs the app and turns every failure into one line and an exit code."""
-    command = typer.main.get_command(app)
+    """Entry point: runs a command and exits with its status: 0 done, 2 a problem with the
+    input (one ``error:`` line), 130 interrupted (Ctrl-C or SIGTERM; partial files removed),
+    1 an unexpected failure (one line naming a report with the traceback)."""
+    sys.exit(run(sys.argv[1:] if argv is None else argv))
+
+
+def run(argv: list[str]) -> int:
+    """Run ``avatar ARGV``; returns the exit status (see :func:`main`)."""
     try:
-        command.main(args=argv, prog_name="avatar", standalone_mode=False)
+        return _run_command(argv)
+    finally:
+        remove_partial_outputs()  # what an interruption at an unlucky moment left
+
+
+def _run_command(argv: list[str]) -> int:
+    command = _command()
+    try:
+        with interrupts_raise():
+            # invoked directly rather than through command.main, which turns Ctrl-C into a bare
+            # exit status before it could be reported
+            with command.make_context("avatar", list(argv)) as ctx:
+                command.invoke(ctx)
+        return 0
     except AvatarError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
-        sys.exit(exc.exit_code)
+        error(str(exc))
+        return exc.exit_code
     except click_exc.NoArgsIsHelpError as exc:
-        console.print(exc.ctx.get_help() if exc.ctx else str(exc))
-        sys.exit(0)
+        text = exc.format_message()  # typer's rich help has printed itself already and gives ""
+        if text.strip():
+            console.print(text)
+        return 0
     except click_exc.UsageError as exc:
         hint = f" (see 'avatar {exc.ctx.info_name} --help')" if exc.ctx and exc.ctx.info_name != "avatar" else ""
-        console.print(f"[red]error:[/red] {escape(exc.format_message() + hint)}", soft_wrap=True)
-        sys.exit(2)
+        error(f"{exc.format_message()}{hint}")
+        return 2
     except typer.Exit as exc:
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except typer.Abort:
         console.print("[red]aborted[/red]")
-        sys.exit(130)
-    except KeyboardInterrupt:
-        console.print("[red]interrupted[/red]")
-        sys.exit(130)
+        return 130
+    except KeyboardInterrupt as exc:
+        signame = " by SIGTERM" if isinstance(exc, Interrupted) and exc.signum == signal.SIGTERM else ""
+        console.print(f"[yellow]interrupted{signame}[/yellow]: nothing half-written was left behind")
+        return 130
     except BrokenPipeError:
-        sys.exit(1)
+        _silence_stdout()
+        return 1
+    except Exception as exc:  # the last resort: one line, the traceback in a report
+        report = _write_report(exc)
+        where = f"report written to {report}" if report else "no report could be written"
+        message = " ".join(str(exc).split())[:200]
+        error(f"unexpected {type(exc).__name__}: {message} ({where})")
+        return 1
+
+
+@functools.cache
+def _command() -> ClickCommand:
+    """The click command of the app (made once: building it inspects every signature)."""
+    return typer.main.get_command(app)
+
+
+def _silence_stdout() -> None:
+    """After the reader of stdout went away: send the rest to /dev/null so that Python's own
+    flush at exit does not complain."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass
+
+
+def _write_report(exc: Exception) -> Path | None:
+    """The traceback of an unexpected failure, with the command and versions, in a file under
+    the cache folder (or the temporary folder); None if neither can be written."""
+    import datetime
+    import platform
+    import tempfile
+    import traceback
+
+    from avatarcli.templates.loading import cache_dir
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    text = "".join(
+        [
+            f"command: {_command_line()}\n",
+            f"time: {now.isoformat(timespec='seconds')}\n",
+            f"avatarcli {__version__}, Python {platform.python_version()}, torch {torch.__version__}, {platform.platform()}\n\n",
+            *traceback.format_exception(type(exc), exc, exc.__traceback__),
+        ]
+    )
+    name = f"error-{now.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+    for folder in (cache_dir() / "reports", Path(tempfile.gettempdir()) / "avatarcli-reports"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(text)
+            return folder / name
+        except OSError:
+            continue
+    return None

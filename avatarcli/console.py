@@ -1,4 +1,8 @@
-"""Terminal output: progress bars and summaries on stderr, so stdout stays free for data."""
+"""Terminal output: progress bars and summaries on stderr, so stdout stays free for data.
+
+Text that comes from users (paths, prompts, messages naming them) is escaped before it is
+printed: a file called ``a[/b].avatar`` is a name, not rich markup.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import contextlib
 from collections.abc import Iterator, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import (
     BarColumn,
@@ -48,7 +53,12 @@ def progress(*extra_columns: TextColumn) -> Iterator[Progress]:
 
 
 def warn(message: str) -> None:
-    console.print(f"[yellow]warning:[/yellow] {message}")
+    console.print(f"[yellow]warning:[/yellow] {escape(message)}")
+
+
+def error(message: str) -> None:
+    """The one ``error:`` line of a failed command (a message of several lines is joined)."""
+    console.print(f"[red]error:[/red] {escape(' '.join(message.splitlines()))}", soft_wrap=True)
 
 
 def summary(title: str, rows: Sequence[tuple[str, str]]) -> None:
@@ -57,5 +67,5 @@ def summary(title: str, rows: Sequence[tuple[str, str]]) -> None:
     table.add_column(style="bold")
     table.add_column()
     for key, value in rows:
-        table.add_row(key, value)
+        table.add_row(key, escape(value))
     console.print(Panel(table, title=title, expand=False, border_style="green"))

@@ -1,22 +1,53 @@
 """Reading and writing artifacts: atomically, with ``-`` meaning stdin/stdout.
 
 An interrupted or failed write never leaves a partial file at the destination: data goes to
-a temporary file in the same folder and is renamed over the target only once complete.
+a temporary file in the same folder and is renamed over the target only once complete. A
+folder output never deletes what a folder already holds: new files are written into a
+temporary folder and moved in only when all are complete (:func:`atomic_folder`).
+
+Inputs are read with bounds stated up front: :func:`read_bytes` refuses what is larger than
+its limit or is not a file (``/dev/zero``), and :func:`read_arrays` reads ``.npy`` / ``.npz``
+files without unpickling and without allocating what a header merely declares.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
+import math
 import os
 import shutil
+import stat
 import sys
 import tempfile
-from collections.abc import Iterator
+import warnings
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO, Literal
+
+import numpy as np
 
 from avatarcli.errors import AvatarError
+from avatarcli.signals import interruptions_held
 
 STDIO = "-"
+MAX_READ_BYTES = 4 << 30  # the default limit of read_bytes: 4 GiB
+_CHUNK = 16 << 20
+# errors of a write the user can do something about (space, permissions, a read-only disk)
+WRITE_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EISDIR, errno.ENOTDIR, errno.ENAMETOOLONG}
+)
+
+
+def size_text(n: int) -> str:
+    """``n`` bytes for a message: 1.5 GiB, 20 MiB, 512 bytes."""
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.3g} {unit}"
+    return f"{n} bytes"
 
 
 def _umask() -> int:
@@ -30,22 +61,192 @@ def _publish_mode(path: Path, folder: bool = False) -> None:
     os.chmod(path, (0o777 if folder else 0o666) & ~_umask())
 
 
-def read_bytes(path: str | Path, what: str = "file") -> bytes:
-    """The whole content of ``path`` (``-`` reads stdin)."""
+# -- reading ------------------------------------------------------------------------------------
+def _read_at_most(fh: BinaryIO, limit: int, what: str, where: str) -> bytes:
+    """Everything ``fh`` holds, refusing more than ``limit`` bytes (read a chunk at a time,
+    so nothing larger than the data is ever allocated)."""
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        block = fh.read(min(_CHUNK, limit + 1 - size))
+        if not block:
+            return b"".join(parts)
+        parts.append(block)
+        size += len(block)
+        if size > limit:
+            raise AvatarError(f"{what} {where} is larger than {size_text(limit)}, the most this command reads")
+
+
+def check_input(path: str | Path, what: str = "file", limit: int = MAX_READ_BYTES) -> int:
+    """Refuse an input that is missing, a folder, a device (``/dev/zero``) or larger than
+    ``limit`` bytes before reading it; returns its size (0 for a pipe)."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise AvatarError(f"{what} {p} does not exist") from None
+    except OSError as exc:
+        raise AvatarError(f"cannot read {p}: {exc.strerror}") from exc
+    if stat.S_ISDIR(st.st_mode):
+        raise AvatarError(f"{what} {p} is a folder, not a file")
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
+        raise AvatarError(f"{what} {p} is not a regular file")
+    if st.st_size > limit:
+        raise AvatarError(f"{what} {p} is {size_text(st.st_size)}, more than {size_text(limit)}, the most this command reads")
+    return st.st_size
+
+
+def _check_stdin(what: str) -> None:
+    """Refuse a device as standard input (``< /dev/zero``, a terminal): files and pipes are read."""
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return  # not a real file descriptor (an in-memory stream): read it
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        raise AvatarError(f"standard input is a device, not a file or a pipe; pipe the {what} in or name it")
+
+
+def read_bytes(path: str | Path, what: str = "file", limit: int = MAX_READ_BYTES) -> bytes:
+    """The whole content of ``path`` (``-`` reads stdin), at most ``limit`` bytes.
+
+    Regular files and pipes are read; devices (``/dev/zero``), folders and sockets are refused.
+    """
     if str(path) == STDIO:
-        data = sys.stdin.buffer.read()
+        _check_stdin(what)
+        data = _read_at_most(sys.stdin.buffer, limit, what, "on standard input")
         if not data:
             raise AvatarError(f"no {what} on standard input")
         return data
     p = Path(path)
-    if not p.exists():
-        raise AvatarError(f"{what} {p} does not exist")
-    if p.is_dir():
-        raise AvatarError(f"{what} {p} is a folder, not a file")
+    check_input(p, what, limit)
     try:
-        return p.read_bytes()
+        with open(p, "rb") as fh:
+            return _read_at_most(fh, limit, what, str(p))
     except OSError as exc:
         raise AvatarError(f"cannot read {p}: {exc.strerror}") from exc
+
+
+class PickledArrayError(AvatarError):
+    """An array stored as pickled Python objects; it is never loaded here."""
+
+
+def npy_header(data: bytes, name: str) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """The header of a ``.npy`` image: shape, Fortran order, dtype and where the data start."""
+    fh = io.BytesIO(data)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numpy warns about headers written by Python 2
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+            else:
+                raise ValueError(f"unsupported .npy version {version}")
+    except (ValueError, SyntaxError, TypeError, UnicodeDecodeError, RecursionError, MemoryError) as exc:
+        raise AvatarError(f"{name} is not a readable .npy array ({str(exc).splitlines()[0][:80]})") from None
+    if any(d < 0 for d in shape):
+        raise AvatarError(f"{name}: the array header has a negative size {shape}")
+    return shape, fortran, dtype, fh.tell()
+
+
+def npy_array(data: bytes, name: str) -> np.ndarray:
+    """Parse one ``.npy`` image (its bytes) into a read-only array over those bytes.
+
+    The header's shape is checked against the bytes that follow it before anything is
+    allocated; arrays of Python objects (pickles) raise :class:`PickledArrayError`.
+    """
+    shape, fortran, dtype, offset = npy_header(data, name)
+    if dtype.hasobject:
+        raise PickledArrayError(f"{name} holds pickled Python objects; refusing to load it (pickles can run code)")
+    count = math.prod(shape)
+    if count * dtype.itemsize > len(data) - offset:
+        raise AvatarError(f"{name}: the array is truncated (its header says {shape} of {dtype})")
+    try:
+        flat = np.frombuffer(data, dtype=dtype, count=count, offset=offset) if count else np.empty(0, dtype)
+        return flat.reshape(shape, order="F" if fortran else "C")
+    except (ValueError, TypeError) as exc:
+        raise AvatarError(f"{name} is not a readable .npy array ({exc})") from None
+
+
+def npz_arrays(data: bytes, name: str, limit: int = MAX_READ_BYTES, skip_pickled: bool = False) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` image, by name (``.npy`` dropped), at most ``limit`` bytes
+    unpacked in all; ``skip_pickled`` leaves out object arrays instead of refusing the file."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        members = archive.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, UnicodeDecodeError) as exc:
+        raise AvatarError(f"{name} is not a readable .npz file, or it is truncated ({str(exc)[:80]})") from None
+    arrays: dict[str, np.ndarray] = {}
+    unpacked = 0
+    with archive:
+        for info in members:
+            if info.filename.endswith("/"):  # a folder entry
+                continue
+            key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+            unpacked += info.file_size
+            if unpacked > limit:
+                raise AvatarError(f"{name} holds more than {size_text(limit)} unpacked, the most this command reads")
+            try:
+                member = archive.read(info)
+            except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, RuntimeError, NotImplementedError) as exc:
+                raise AvatarError(f"{name}: '{key}' is corrupt ({str(exc)[:80]})") from None
+            try:
+                arrays[key] = npy_array(member, f"{name}: '{key}'")
+            except PickledArrayError:
+                if not skip_pickled:
+                    raise
+    return arrays
+
+
+def read_arrays(path: str | Path, what: str = "file", limit: int = MAX_READ_BYTES) -> np.ndarray | dict[str, np.ndarray]:
+    """A ``.npy`` file's array or an ``.npz`` file's arrays (by their content, as ``np.load``
+    tells them apart), read within ``limit`` bytes and never unpickled."""
+    data = read_bytes(path, what, limit)
+    name = Path(path).name
+    if data.startswith(b"PK\x03\x04") or data.startswith(b"PK\x05\x06"):
+        return npz_arrays(data, name, limit)
+    if data.startswith(b"\x93NUMPY"):
+        return npy_array(data, name)
+    raise AvatarError(f"{name} is not a .npy or .npz file")
+
+
+# -- writing ------------------------------------------------------------------------------------
+_PARTIAL: set[Path] = set()  # temporary outputs being written, until renamed into place or removed
+
+
+def _temporary(make: Callable[[], str]) -> Path:
+    """A new temporary file or folder (``make`` creates it), noted in one step."""
+    with interruptions_held():
+        path = Path(make())
+        _PARTIAL.add(path)
+    return path
+
+
+def _discard(path: Path) -> None:
+    """Remove a temporary output and forget it."""
+    with interruptions_held():
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        _PARTIAL.discard(path)
+
+
+def remove_partial_outputs() -> None:
+    """Remove every temporary output still noted: what a writer interrupted at an unlucky
+    moment (twice, or before its clean-up was set up) could not remove itself. The command
+    line calls this on its way out."""
+    for path in list(_PARTIAL):
+        _discard(path)
+
+
+def write_error(target: Path, exc: OSError) -> AvatarError | None:
+    """The one-line error for a failed write the user can fix (no space, no permission, a
+    read-only disk, a folder in the way); None for other failures."""
+    if exc.errno not in WRITE_ERRNOS:
+        return None
+    return AvatarError(f"cannot write {target}: {exc.strerror}")
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
@@ -66,57 +267,143 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """A temporary path beside ``path`` that replaces it when the block succeeds.
 
     Writers that need a file name (video encoders, numpy) write to the yielded path. On an
-    exception the temporary file is removed and ``path`` is left as it was.
+    exception or an interruption the temporary file is removed and ``path`` is left as it
+    was; a write that fails for want of space or permission is one ``AvatarError``.
     """
     target = Path(path)
     parent = target.parent
-    if not parent.exists():
+    if not parent.is_dir():
         raise AvatarError(f"folder {parent} does not exist")
     suffix = target.suffix if suffix is None else suffix
-    fd, name = tempfile.mkstemp(dir=parent, prefix=f".{target.name}.", suffix=f".partial{suffix}")
-    os.close(fd)
-    tmp = Path(name)
+
+    def make() -> str:
+        fd, name = tempfile.mkstemp(dir=parent, prefix=f".{target.name}.", suffix=f".partial{suffix}")
+        os.close(fd)
+        return name
+
+    try:
+        tmp = _temporary(make)
+    except OSError as exc:
+        raise AvatarError(f"cannot write into folder {parent}: {exc.strerror}") from exc
     try:
         yield tmp
         _publish_mode(tmp)
-        os.replace(tmp, target)
+        with interruptions_held():
+            os.replace(tmp, target)
+            _PARTIAL.discard(tmp)
+    except OSError as exc:
+        _discard(tmp)
+        error = write_error(target, exc)
+        if error is None:
+            raise
+        raise error from exc
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
 
 
 @contextlib.contextmanager
-def atomic_folder(path: str | Path) -> Iterator[Path]:
-    """A temporary folder that becomes ``path`` when the block succeeds.
+def atomic_folder(path: str | Path, force: bool = False) -> Iterator[Path]:
+    """A temporary folder whose files appear in ``path`` when the block succeeds.
 
-    An existing ``path`` is replaced only after the new content is complete.
+    A new or empty ``path`` receives the folder whole (one rename). The files of a non-empty
+    one are never removed: it is refused unless ``force``, which moves the new files in,
+    replacing only files of the same names.
     """
+    target = Path(path)
+    parent = target.parent
+    if not parent.is_dir():
+        raise AvatarError(f"folder {parent} does not exist")
+    if target.exists() and not target.is_dir():
+        raise AvatarError(f"{target} exists and is not a folder")
+    try:
+        tmp = _temporary(lambda: tempfile.mkdtemp(dir=parent, prefix=f".{target.name}.partial-"))
+    except OSError as exc:
+        raise AvatarError(f"cannot write into folder {parent}: {exc.strerror}") from exc
+    try:
+        yield tmp
+        _publish_mode(tmp, folder=True)
+        with interruptions_held():
+            _move_into(tmp, target, force)
+            _PARTIAL.discard(tmp)
+    except OSError as exc:
+        _discard(tmp)
+        error = write_error(target, exc)
+        if error is None:
+            raise
+        raise error from exc
+    except BaseException:
+        _discard(tmp)
+        raise
+
+
+def _move_into(tmp: Path, target: Path, force: bool) -> None:
+    """Give ``target`` the files of ``tmp`` (see :func:`atomic_folder`); ``tmp`` is gone after."""
+    empty = not target.exists() or not any(target.iterdir())
+    if empty and not target.is_symlink():
+        try:
+            os.rename(tmp, target)  # a new name, or over an empty folder: one step
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            empty = False  # filled meanwhile
+    if not empty and not force:
+        raise AvatarError(f"folder {target} is not empty; choose a new or empty folder, or pass --force to add the files to it")
+    names = sorted(p.name for p in tmp.iterdir())
+    blocked = [n for n in names if (target / n).is_dir()]
+    if blocked:
+        raise AvatarError(f"cannot write {target / blocked[0]}: a folder of that name is in the way")
+    for n in names:
+        os.replace(tmp / n, target / n)
+    tmp.rmdir()
+
+
+OutputKind = Literal["file", "folder"]
+
+
+def check_output(path: str | Path, kind: OutputKind = "file", force: bool = False) -> None:
+    """Refuse, before any work, an output that cannot be written or would harm what is there.
+
+    Args:
+        path: the output; ``-`` (stdout) passes.
+        kind: "file" (an existing folder or device in its place is refused) or "folder"
+            (an existing non-empty folder is refused unless ``force``).
+        force: allow adding files to a non-empty folder.
+    """
+    if str(path) == STDIO:
+        return
     target = Path(path)
     parent = target.parent
     if not parent.exists():
         raise AvatarError(f"folder {parent} does not exist")
-    if target.exists() and not target.is_dir():
-        raise AvatarError(f"{target} exists and is not a folder")
-    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{target.name}.partial-"))
+    if not parent.is_dir():
+        raise AvatarError(f"{parent} is not a folder")
+    if kind == "file":
+        if target.is_dir():
+            raise AvatarError(f"{target} is a folder; name a file to write")
+        if target.exists() and not target.is_file():
+            raise AvatarError(f"{target} exists and is not a regular file")
+    else:
+        if target.exists() and not target.is_dir():
+            raise AvatarError(f"{target} exists and is not a folder")
+        if target.is_dir() and any(target.iterdir()) and not force:
+            raise AvatarError(f"folder {target} is not empty; choose a new or empty folder, or pass --force to add the files to it")
+    for folder in (parent, target) if target.is_dir() else (parent,):
+        _check_can_create(folder)
+
+
+def _check_can_create(folder: Path) -> None:
+    """Whether a file can be made in ``folder``: permission and a writable disk."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise AvatarError(f"cannot write into folder {folder}: permission denied")
     try:
-        yield tmp
-        _publish_mode(tmp, folder=True)
-        if target.exists():
-            old = Path(tempfile.mkdtemp(dir=parent, prefix=f".{target.name}.old-"))
-            os.replace(target, old / "x")
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with tempfile.TemporaryFile(dir=folder):  # O_TMPFILE where there is one: nothing shows
+            pass
+    except OSError as exc:
+        raise AvatarError(f"cannot write into folder {folder}: {exc.strerror}") from exc
 
 
 def check_writable(path: str | Path) -> None:
-    """Fail early (before long work) when the output's folder does not exist."""
-    if str(path) == STDIO:
-        return
-    parent = Path(path).parent
-    if not parent.exists():
-        raise AvatarError(f"folder {parent} does not exist")
+    """:func:`check_output` for a file output."""
+    check_output(path, "file")

@@ -1,7 +1,10 @@
 """Interruptions: Ctrl-C (SIGINT) and SIGTERM during long work.
 
-Long loops hold interruptions until a safe point (the end of a training step) with
-:func:`deferred_interrupts`, so that the state they save on the way out is a consistent one.
+Both stop a command the way Ctrl-C stops Python: an exception (:class:`Interrupted`, a
+``KeyboardInterrupt``) unwinds the stack, so every ``with`` block on the way removes what it
+had half written (:func:`interrupts_raise`, installed by the command line). Long loops hold
+interruptions until a safe point (the end of a training step) with :func:`deferred_interrupts`,
+so that the state they save on the way out is a consistent one.
 """
 
 from __future__ import annotations
@@ -58,3 +61,46 @@ def deferred_interrupts() -> Iterator[InterruptFlag]:
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
+
+
+_held = 0  # depth of interruptions_held blocks
+_pending: int | None = None  # a signal that came while held
+
+
+def _raise_or_hold(signum: int, frame: FrameType | None) -> None:
+    global _pending
+    if _held:
+        _pending = signum
+        return
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def interrupts_raise() -> Iterator[None]:
+    """Within the block SIGINT and SIGTERM raise :class:`Interrupted` (by default SIGTERM ends
+    Python without unwinding, leaving partial files), except inside
+    :func:`interruptions_held`, which raises at its end. Off the main thread nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.signal(s, _raise_or_hold) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+@contextlib.contextmanager
+def interruptions_held() -> Iterator[None]:
+    """Steps that must not be split (creating a temporary file and noting it; renaming it into
+    place and forgetting it): an interruption that comes meanwhile is raised when they end."""
+    global _held, _pending
+    _held += 1
+    try:
+        yield
+    finally:
+        _held -= 1
+        if not _held and _pending is not None:
+            signum, _pending = _pending, None
+            raise Interrupted(signum)

@@ -10,7 +10,7 @@ import torch
 
 from avatarcli.api.inputs import AvatarInput, check_finite, check_kind, check_seed, load_avatar, save_avatar
 from avatarcli.errors import AvatarError
-from avatarcli.fileio import check_writable
+from avatarcli.fileio import check_output
 from avatarcli.formats.ply import read_ply
 from avatarcli.model.avatar import Avatar
 from avatarcli.model.initialize import init_avatar
@@ -36,7 +36,7 @@ def init(
         raise AvatarError(f"points per triangle must be at least 1 (got {points_per_triangle})")
     check_seed(seed)
     if output is not None:
-        check_writable(output)
+        check_output(output)
     avatar = init_avatar(load_template(model, template), points_per_triangle, seed)
     save_avatar(avatar, output, history)
     return avatar
@@ -68,7 +68,7 @@ def rig(
     if max_distance is not None and max_distance <= 0:
         raise AvatarError(f"the far distance must be positive (got {max_distance})")
     if output is not None:
-        check_writable(output)
+        check_output(output)
     kwargs: dict[str, Any] = {"max_distance": max_distance, "drop_far": drop_far, "smooth": smooth}
     if not isinstance(source, Avatar) and str(source).lower().endswith(".ply"):
         if model is None:

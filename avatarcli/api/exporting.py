@@ -9,13 +9,13 @@ import torch
 from avatarcli.api.inputs import AvatarInput, MotionInput, load_avatar, load_motion
 from avatarcli.devices import resolve_device
 from avatarcli.errors import AvatarError
-from avatarcli.fileio import atomic_folder, check_writable
+from avatarcli.fileio import atomic_folder, check_output
 from avatarcli.formats.gltf import write_glb
 from avatarcli.formats.ply import write_gsplat_format, write_ply
 from avatarcli.formats.splat_gltf import write_splat_glb
 from avatarcli.formats.web_player import write_html
 from avatarcli.model.avatar import Avatar
-from avatarcli.motion.motion import Motion, to_template_poses
+from avatarcli.motion.motion import Motion, check_fps, to_template_poses
 from avatarcli.templates.loading import load_template
 from avatarcli.templates.template import Pose, Template
 
@@ -57,6 +57,7 @@ def export(
     motion_fps: float | None = None,
     template: str | Path | None = None,
     device: str = "cpu",
+    force: bool = False,
 ) -> list[Path]:
     """Write the avatar in a format other tools open; returns the files written.
 
@@ -66,7 +67,8 @@ def export(
     KHR_gaussian_splatting, SH degrees up to the avatar's own), ``.html`` (a self-contained
     page that plays ``motion``, skinning the Gaussians on the GPU; the rest pose without one).
     Gaussian formats are the rest pose, or ``frame`` of ``motion``; ``sequence`` writes one
-    .ply per motion frame into the folder ``output``.
+    .ply per motion frame into the folder ``output`` (``force``: one that already holds files,
+    replacing only files of the same names).
     """
     kind = "ply" if sequence else export_format(output, fmt)
     if not 0 <= sh_degree <= 3:
@@ -79,7 +81,11 @@ def export(
         raise AvatarError("a sequence needs a motion")
     if sequence and Path(output).suffix:
         raise AvatarError(f"a sequence is a folder of .ply files; {output} looks like a file name")
-    check_writable(output)
+    if str(output) == "-":
+        raise AvatarError("exports cannot go to standard output: name a file")
+    if motion_fps is not None:
+        check_fps(motion_fps, "the motion frame rate")
+    check_output(output, "folder" if sequence else "file", force)
     av = load_avatar(avatar)
     mot = load_motion(motion, av.kind, motion_fps) if motion is not None else None
     tpl = load_template(av.kind, template, resolve_device(device))
@@ -98,7 +104,7 @@ def export(
     with torch.no_grad():
         if sequence:
             assert poses is not None
-            return _write_sequence(av, tpl, poses, Path(output), sh_degree)
+            return _write_sequence(av, tpl, poses, Path(output), sh_degree, force)
         g = av.posed(tpl, None if poses is None else poses.index([frame or 0])).gaussians(0)
     if kind == "ply":
         write_ply(g, output, sh_degree)
@@ -109,12 +115,14 @@ def export(
     return [Path(output)]
 
 
-def _write_sequence(avatar: Avatar, template: Template, poses: Pose, folder: Path, sh_degree: int, chunk: int = 16) -> list[Path]:
-    """One .ply per pose, ``frame_NNNN.ply``, into ``folder`` (atomically)."""
+def _write_sequence(
+    avatar: Avatar, template: Template, poses: Pose, folder: Path, sh_degree: int, force: bool = False, chunk: int = 16
+) -> list[Path]:
+    """One .ply per pose, ``frame_NNNN.ply``, into ``folder`` (atomically; see ``atomic_folder``)."""
     total = poses.batch
     digits = max(4, len(str(total - 1)))
     names = [f"frame_{i:0{digits}d}.ply" for i in range(total)]
-    with atomic_folder(folder) as tmp:
+    with atomic_folder(folder, force) as tmp:
         for start in range(0, total, chunk):
             idx = list(range(start, min(start + chunk, total)))
             pg = avatar.posed(template, poses.index(idx))

@@ -12,7 +12,7 @@ import torch
 from avatarcli.api.inputs import AvatarInput, check_finite, check_seed, load_avatar
 from avatarcli.devices import resolve_device
 from avatarcli.errors import AvatarError
-from avatarcli.fileio import check_writable
+from avatarcli.fileio import check_output
 from avatarcli.generate import distributed
 from avatarcli.generate.checkpoint import checkpoint_path
 from avatarcli.generate.config import GenerateConfig, recipe
@@ -129,7 +129,10 @@ def check_generate_inputs(prompt: str, output: str | Path, options: GenerateOpti
     if cfg.batch % o.gpus:
         raise AvatarError(f"the batch ({cfg.batch} views) must divide evenly over {o.gpus} GPUs")
     check_seed(o.seed)
-    check_writable(output)
+    check_output(output)
+    check_output(checkpoint_path(output))
+    if o.preview_every:
+        check_output(Path(output).with_suffix(".previews"), "folder", force=True)  # a resumed run adds to its previews
     if resume and not checkpoint_path(output).exists():
         raise AvatarError(f"cannot resume: there is no checkpoint {checkpoint_path(output)}")
     return cfg

@@ -17,6 +17,8 @@ from avatarcli.templates.loading import KINDS
 AvatarInput = Avatar | str | Path
 MotionInput = Motion | str | Path
 MAX_SEED = 2**63 - 1
+MAX_PIXELS = 1 << 26  # pixels rendered at once (64 views of 1024 x 1024): bounds render's views, animate's batch
+MAX_BATCH = 256
 
 
 def check_kind(kind: str | None, what: str = "model kind") -> None:

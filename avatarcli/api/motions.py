@@ -7,9 +7,9 @@ from typing import Any
 
 from avatarcli.api.inputs import check_finite, check_kind
 from avatarcli.errors import AvatarError
-from avatarcli.fileio import check_writable
+from avatarcli.fileio import check_output
 from avatarcli.motion.builtin import BUILTINS, builtin_motion
-from avatarcli.motion.motion import Motion
+from avatarcli.motion.motion import Motion, check_fps
 from avatarcli.motion.readers import write_motion
 
 
@@ -25,11 +25,11 @@ def motion(
     """A built-in motion, written as an editable canonical .npz when ``output`` is given."""
     check_kind(model)
     check_finite("the length", seconds)
-    check_finite("the frame rate", fps)
+    check_fps(fps)
     if output is not None:
         if not str(output).lower().endswith(".npz"):
             raise AvatarError(f"motions are written as .npz (got {output})")
-        check_writable(output)
+        check_output(output)
     mot = builtin_motion(name, model, seconds, fps)
     if output is not None:
         write_motion(mot, output)

@@ -10,15 +10,16 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from avatarcli.api.inputs import AvatarInput, MotionInput, check_finite, load_avatar, load_motion
+from avatarcli.api.inputs import MAX_BATCH, MAX_PIXELS, AvatarInput, MotionInput, check_finite, load_avatar, load_motion
 from avatarcli.devices import resolve_device
 from avatarcli.errors import AvatarError
-from avatarcli.fileio import check_writable
+from avatarcli.fileio import check_output
 from avatarcli.formats.frames import FrameWriter, grid, output_kind, write_png, write_png_folder
-from avatarcli.motion.motion import Motion
+from avatarcli.motion.motion import Motion, check_fps
 from avatarcli.render.clip import AnimateOptions, FramePlan, expression_notice, plan_frames, render_frames
 from avatarcli.render.rasterize import to_uint8
 from avatarcli.render.views import render_views
+from avatarcli.signals import interruptions_held
 from avatarcli.templates.loading import load_template
 
 
@@ -29,13 +30,15 @@ class AnimateResult:
     motion: Motion
 
 
-def check_animate_inputs(output: str | Path, options: AnimateOptions) -> None:
+def check_animate_inputs(output: str | Path, options: AnimateOptions, *, motion_fps: float | None = None, force: bool = False) -> None:
+    """Every check that can be made before reading the avatar and the motion (the clip's
+    length, frame rate times duration, is bounded when the motion is resampled)."""
     o = options
-    output_kind(output)
-    check_writable(output)
-    check_finite("the frame rate", o.fps)
-    if o.fps is not None and o.fps <= 0:
-        raise AvatarError(f"the frame rate must be positive (got {o.fps})")
+    check_output(output, "folder" if output_kind(output) == "folder" else "file", force)
+    if o.fps is not None:
+        check_fps(o.fps)
+    if motion_fps is not None:
+        check_fps(motion_fps, "the motion frame rate")
     check_finite("the camera distance", o.distance)
     if o.distance is not None and o.distance <= 0:
         raise AvatarError(f"the camera distance must be positive (got {o.distance})")
@@ -43,8 +46,8 @@ def check_animate_inputs(output: str | Path, options: AnimateOptions) -> None:
     check_finite("the azimuth", o.azimuth)
     check_finite("the start", o.start)
     check_finite("the end", o.end)
-    if o.batch < 1:
-        raise AvatarError(f"the batch must be at least 1 frame (got {o.batch})")
+    if not 1 <= o.batch <= MAX_BATCH:
+        raise AvatarError(f"the batch must be 1 to {MAX_BATCH} frames (got {o.batch})")
 
 
 def animate(
@@ -58,6 +61,7 @@ def animate(
     device: str = "auto",
     on_notice: Callable[[str], None] | None = None,
     on_frames: Callable[[int, int], None] | None = None,
+    force: bool = False,
 ) -> AnimateResult:
     """Drive ``avatar`` with ``motion`` (a file, a built-in name or a Motion) and write the
     frames to ``output``: a folder of PNGs, an .mp4 or a .gif.
@@ -65,10 +69,11 @@ def animate(
     Args:
         on_notice: receives one-line notes about how the motion was fitted to the template.
         on_frames: called with (frames done, frames in all) as frames are written.
+        force: write PNG frames into a folder that already holds files (files of the same
+            names are replaced; others are kept).
     """
     o = options or AnimateOptions()
-    check_animate_inputs(output, o)
-    check_finite("the motion frame rate", motion_fps)
+    check_animate_inputs(output, o, motion_fps=motion_fps, force=force)
     dev = resolve_device(device)
     av = load_avatar(avatar)
     mot = load_motion(motion, av.kind, motion_fps)
@@ -78,13 +83,15 @@ def animate(
         if note and on_notice is not None:
             on_notice(note)
     done = 0
-    with FrameWriter(output, plan.fps, o.size, frames=len(plan)) as writer:
-        for frames in render_frames(av, tpl, plan, o.background, o.batch):
+    batch = min(o.batch, max(1, MAX_PIXELS // (o.size[0] * o.size[1])))  # what fits in memory at once
+    with FrameWriter(output, plan.fps, o.size, frames=len(plan), force=force) as writer:
+        for frames in render_frames(av, tpl, plan, o.background, batch):
             for frame in frames:
                 writer.add(frame)
             done += len(frames)
             if on_frames is not None:
-                on_frames(done, len(plan))
+                with interruptions_held():  # a progress display's lock, like any, must not be split by one
+                    on_frames(done, len(plan))
     return AnimateResult(Path(output), plan, mot)
 
 
@@ -98,16 +105,22 @@ def render(
     background: Tensor | None = None,
     template: str | Path | None = None,
     device: str = "auto",
+    force: bool = False,
 ) -> Path:
     """Turntable views of the rest pose: one .png with the views side by side, or a folder
-    of ``view_NNNN.png``."""
+    of ``view_NNNN.png`` (``force``: into a folder that already holds files, replacing only
+    files of the same names)."""
     if views < 1:
         raise AvatarError(f"at least one view is needed (got {views})")
+    if views * size[0] * size[1] > MAX_PIXELS:
+        raise AvatarError(f"{views} views of {size[0]}x{size[1]} exceed the {MAX_PIXELS:,} pixels drawn at once: ask for fewer or smaller")
     check_finite("the elevation", elevation, -90.0, 90.0)
     out = Path(output)
+    if str(output) == "-":
+        raise AvatarError("views cannot go to standard output: name a .png or a folder")
     if out.suffix and out.suffix.lower() != ".png":
         raise AvatarError(f"cannot write views to {output}: name a .png (views side by side) or a folder")
-    check_writable(output)
+    check_output(output, "file" if out.suffix else "folder", force)
     dev = resolve_device(device)
     av = load_avatar(avatar)
     tpl = load_template(av.kind, template, dev)
@@ -116,5 +129,5 @@ def render(
     if out.suffix:
         write_png(grid(images), out)
     else:
-        write_png_folder(images, out, stem="view")
+        write_png_folder(images, out, stem="view", force=force)
     return out

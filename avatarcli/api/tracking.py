@@ -7,7 +7,7 @@ from pathlib import Path
 
 from avatarcli.api.inputs import check_kind
 from avatarcli.errors import AvatarError
-from avatarcli.fileio import check_writable
+from avatarcli.fileio import check_output
 from avatarcli.motion.fitting import frame_ranges
 from avatarcli.motion.motion import Motion
 from avatarcli.motion.readers import write_motion
@@ -55,7 +55,7 @@ def track(
     if output is not None:
         if str(output) == "-" or not str(output).lower().endswith(".npz"):
             raise AvatarError(f"motions are written as .npz files (got {output})")
-        check_writable(output)
+        check_output(output)
     info = probe_video(video)
     span_seconds(info, s)
     tracked = track_video(info, load_template(model, template), s, on_progress)

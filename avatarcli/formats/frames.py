@@ -19,6 +19,7 @@ import numpy as np
 
 from avatarcli.errors import AvatarError
 from avatarcli.fileio import atomic_folder, atomic_path
+from avatarcli.signals import interruptions_held
 
 PNG_WRITES_IN_FLIGHT = 8  # PNG frames compressed at once (each holds its frame in memory)
 
@@ -36,9 +37,10 @@ def frame_name(stem: str, index: int, count: int | None) -> str:
     return f"{stem}_{index:0{digits}d}.png"
 
 
-def write_png_folder(images: np.ndarray, folder: str | Path, stem: str = "frame") -> list[Path]:
-    """Write (N, H, W, 3) uint8 images as ``stem_0000.png`` ... into ``folder`` (atomically)."""
-    with atomic_folder(folder) as tmp:
+def write_png_folder(images: np.ndarray, folder: str | Path, stem: str = "frame", force: bool = False) -> list[Path]:
+    """Write (N, H, W, 3) uint8 images as ``stem_0000.png`` ... into ``folder`` (atomically;
+    ``force``: into a folder that already holds files, see ``fileio.atomic_folder``)."""
+    with atomic_folder(folder, force) as tmp:
         for i, img in enumerate(images):
             iio.imwrite(tmp / frame_name(stem, i, len(images)), img, extension=".png")
     return [Path(folder) / frame_name(stem, i, len(images)) for i in range(len(images))]
@@ -73,6 +75,7 @@ class FrameWriter:
         stem: PNG file name prefix.
         frames: how many frames will come, if known (PNG names get enough digits to sort).
         crf, preset: x264 quality and speed.
+        force: write PNGs into a folder that already holds files (see ``fileio.atomic_folder``).
     """
 
     def __init__(
@@ -84,11 +87,12 @@ class FrameWriter:
         frames: int | None = None,
         crf: int = 18,
         preset: str = "veryfast",
+        force: bool = False,
     ) -> None:
         self.path = Path(path)
         self.kind = output_kind(path)
         self.fps, self.size, self.stem, self.frames = fps, size, stem, frames
-        self.crf, self.preset = crf, preset
+        self.crf, self.preset, self.force = crf, preset, force
         if self.kind == "mp4" and (size[0] % 2 or size[1] % 2):
             raise AvatarError(f"an .mp4 needs even width and height (got {size[0]}x{size[1]})")
         self._queue: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=64)
@@ -99,14 +103,15 @@ class FrameWriter:
 
     # -- context --------------------------------------------------------------------------
     def __enter__(self) -> FrameWriter:
-        self._ctx = atomic_folder(self.path) if self.kind == "folder" else atomic_path(self.path)
+        self._ctx = atomic_folder(self.path, self.force) if self.kind == "folder" else atomic_path(self.path)
         self._target = self._ctx.__enter__()
         self._thread = threading.Thread(target=self._run, name="frame-writer", daemon=True)
         self._thread.start()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self._queue.put(None)
+        with interruptions_held():
+            self._queue.put(None)
         if self._thread is not None:
             self._thread.join()
         ours = self._error or (AvatarError("no frames were written") if exc is None and self._count == 0 else None)
@@ -124,7 +129,10 @@ class FrameWriter:
             raise self._error
         if frame.shape[:2] != (self.size[1], self.size[0]):
             raise ValueError(f"frame of shape {frame.shape} does not match size {self.size}")
-        self._queue.put(np.ascontiguousarray(frame))
+        # an interruption raised inside the queue's lock could leave it held: the encoder would
+        # wait forever for the end-of-frames marker
+        with interruptions_held():
+            self._queue.put(np.ascontiguousarray(frame))
         self._count += 1
 
     # -- the encoding thread --------------------------------------------------------------

@@ -9,6 +9,8 @@ them) insist on; the compressed .ply and .splat come from gsplat's exporter, the
 
 from __future__ import annotations
 
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ from plyfile import PlyData, PlyElement
 from torch import Tensor
 
 from avatarcli.errors import AvatarError
-from avatarcli.fileio import atomic_path
+from avatarcli.fileio import atomic_path, check_input, size_text
 from avatarcli.model.gaussians import Gaussians
 
 SH_DEGREE_OUT = 3  # viewers built for the INRIA files expect all 45 f_rest values
@@ -54,17 +56,58 @@ def write_ply(g: Gaussians, path: str | Path, sh_degree: int = SH_DEGREE_OUT) ->
         PlyData([element], byte_order="<").write(str(tmp))
 
 
+MAX_PLY_BYTES = 8 << 30  # the largest .ply read: 8 GiB (some 30 million Gaussians)
+_PLY_TYPE_BYTES = {
+    **dict.fromkeys(("char", "uchar", "int8", "uint8"), 1),
+    **dict.fromkeys(("short", "ushort", "int16", "uint16"), 2),
+    **dict.fromkeys(("int", "uint", "int32", "uint32", "float", "float32"), 4),
+    **dict.fromkeys(("double", "float64"), 8),
+}
+_F_REST = re.compile(r"f_rest_(0|[1-9][0-9]*)")
+
+
+def _check_declared_counts(path: Path, size: int) -> None:
+    """Refuse a header whose element counts need more bytes than the file holds (before the
+    reader allocates arrays of those counts). Each row takes at least its scalar sizes in a
+    binary file, two characters a value in an ASCII one, and one byte in any case."""
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    end = head.find(b"end_header")
+    newline = head.find(b"\n", end)
+    if end < 0 or newline < 0:
+        return  # the reader refuses it
+    binary = b"format binary" in head[:end]
+    elements: list[tuple[str, int, int]] = []  # name, count, bytes a row takes at least
+    for line in head[:end].decode("latin-1").splitlines():
+        words = line.split()
+        if len(words) == 3 and words[0] == "element" and words[2].isdigit():
+            elements.append((words[1], int(words[2]), 0))
+        elif len(words) >= 2 and words[0] == "property" and elements:
+            kind = words[2] if words[1] == "list" and len(words) > 2 else words[1]
+            name_, count, row = elements[-1]
+            elements[-1] = (name_, count, row + (_PLY_TYPE_BYTES.get(kind, 1) if binary else 2))
+    available = size - newline - 1
+    needed = sum(count * max(row, 1) for _, count, row in elements)
+    if needed > available:
+        counts = ", ".join(f"{count:,} {name_}" for name_, count, _ in elements)
+        raise AvatarError(f"{path.name} is truncated: its header declares {counts}, more than its {size_text(available)} of data hold")
+
+
 def read_ply(path: str | Path) -> Gaussians:
-    """Read an INRIA-layout 3DGS .ply (from any tool) as pre-activation Gaussians.
+    """Read an INRIA-layout 3DGS .ply (from any tool; binary or ASCII) as pre-activation
+    Gaussians.
 
     Raises:
-        AvatarError: not a ply, missing 3DGS properties, NaN values or no points.
+        AvatarError: not a ply, declared sizes beyond the file, missing 3DGS properties or
+            ones that are not numbers, ``f_rest_*`` not numbered 0 to K-1 or not a whole SH
+            degree, NaN values, no points, all-zero rotations.
     """
     p = Path(path)
-    if not p.exists():
-        raise AvatarError(f"ply file {p} does not exist")
+    _check_declared_counts(p, check_input(p, "ply file", MAX_PLY_BYTES))
     try:
-        ply = PlyData.read(str(p))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numpy's loadtxt warns about empty ASCII rows; they are refused below
+            ply = PlyData.read(str(p))
     except Exception as exc:  # plyfile raises many types for malformed input
         raise AvatarError(f"{p.name} is not a readable .ply file ({type(exc).__name__})") from exc
     if "vertex" not in [e.name for e in ply.elements]:
@@ -78,14 +121,24 @@ def read_ply(path: str | Path) -> Gaussians:
     n = len(v)
     if n == 0:
         raise AvatarError(f"{p.name} holds no Gaussians")
-    rest_names = sorted((f for f in names if f.startswith("f_rest_")), key=lambda f: int(f.split("_")[-1]))
+    rest_names = sorted(f for f in names if f.startswith("f_rest_"))
+    odd = [f for f in rest_names if not _F_REST.fullmatch(f)]
+    if odd:
+        raise AvatarError(f"{p.name}: property {odd[0]!r} is not named f_rest_<number>")
+    rest_names.sort(key=lambda f: int(f.split("_")[-1]))
+    if [int(f.split("_")[-1]) for f in rest_names] != list(range(len(rest_names))):
+        raise AvatarError(f"{p.name}: the f_rest properties are not numbered 0 to {len(rest_names) - 1}")
+    lists = [f for f in need + rest_names if v.dtype[f].kind not in "fiu"]
+    if lists:
+        raise AvatarError(f"{p.name}: property {lists[0]!r} is not a number")
     coeffs = len(rest_names) // 3 + 1
     degree = round(coeffs**0.5) - 1
-    if (degree + 1) ** 2 != coeffs:
+    if (degree + 1) ** 2 != coeffs or len(rest_names) % 3:
         raise AvatarError(f"{p.name}: {len(rest_names)} f_rest values do not make a whole SH degree")
 
     def col(names_: list[str]) -> Tensor:
-        return torch.from_numpy(np.stack([np.asarray(v[f], dtype=np.float32) for f in names_], axis=1))
+        with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: inf, refused below
+            return torch.from_numpy(np.stack([np.asarray(v[f], dtype=np.float32) for f in names_], axis=1))
 
     sh0 = col(["f_dc_0", "f_dc_1", "f_dc_2"])[:, None]
     if rest_names:
@@ -104,8 +157,6 @@ def read_ply(path: str | Path) -> Gaussians:
         g.check()
     except ValueError as exc:
         raise AvatarError(f"{p.name}: {exc}") from exc
-    if bool((g.quats.norm(dim=-1) < 1e-12).any()):
-        raise AvatarError(f"{p.name}: some rotations are all zero")
     return g
 
 

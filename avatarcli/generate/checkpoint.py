@@ -23,6 +23,7 @@ from torch import Tensor
 from avatarcli.errors import AvatarError
 from avatarcli.fileio import read_bytes, write_bytes
 from avatarcli.generate.parameters import PARAM_NAMES
+from avatarcli.model.avatar_file import check_residual_config
 from avatarcli.model.binding import ResidualWeights
 
 if TYPE_CHECKING:
@@ -64,17 +65,20 @@ def save_checkpoint(path: Path, tensors: dict[str, Tensor], meta: dict[str, Any]
     write_bytes(path, st_save(data, metadata={"avatarcli": json.dumps({"format": FORMAT, "version": VERSION, **meta})}))
 
 
+MAX_CHECKPOINT_BYTES = 16 << 30  # the largest checkpoint read: 16 GiB (the avatar and Adam's two moments)
+
+
 def load_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """The tensors and metadata of a checkpoint file; AvatarError if it is not one."""
-    data = read_bytes(path, "checkpoint")
+    data = read_bytes(path, "checkpoint", MAX_CHECKPOINT_BYTES)
     try:
         n = int.from_bytes(data[:8], "little")
         header = json.loads(data[8 : 8 + n])
         meta = json.loads(header["__metadata__"]["avatarcli"])
         tensors = st_load(data)
-    except (SafetensorError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+    except (SafetensorError, ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError, OverflowError) as exc:
         raise AvatarError(f"{path} is not a readable checkpoint") from exc
-    if meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise AvatarError(f"{path} is not an avatarcli checkpoint")
     return tensors, meta
 
@@ -111,6 +115,14 @@ def write_checkpoint(path: Path, trainer: Trainer) -> None:
 def restore_checkpoint(path: Path, trainer: Trainer) -> None:
     """Load a checkpoint written by a run with the same prompt, stages, steps, kind and template."""
     tensors, meta = load_checkpoint(path)
+    try:
+        _restore(path, tensors, meta, trainer)
+    except (KeyError, ValueError, TypeError, RuntimeError, IndexError, AttributeError) as exc:
+        detail = " ".join(str(exc).split())[:100]
+        raise AvatarError(f"the checkpoint {path} is damaged ({type(exc).__name__}: {detail}); it cannot resume this run") from exc
+
+
+def _restore(path: Path, tensors: dict[str, Tensor], meta: dict[str, Any], trainer: Trainer) -> None:
     want = trainer.cfg.to_dict()
     got = meta.get("config", {})
     if meta.get("kind") != trainer.tpl.kind or meta.get("template_sha256") != trainer.tpl.sha256:
@@ -122,6 +134,7 @@ def restore_checkpoint(path: Path, trainer: Trainer) -> None:
     trainer.step = int(meta["step"])
     model.residual = None
     if meta.get("residual"):
+        check_residual_config(meta["residual"], trainer.tpl.num_joints, str(path))  # bounded before it is built
         model.residual = ResidualWeights(**meta["residual"]).to(device)
         model.residual.load_state_dict({k[len("residual.") :]: v for k, v in tensors.items() if k.startswith("residual.")})
     model.params = {

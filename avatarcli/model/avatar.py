@@ -104,7 +104,8 @@ def template_meta(template: Template) -> dict[str, Any]:
 
 
 def check_template(avatar: Avatar, template: Template) -> None:
-    """Raise AvatarError unless ``template`` has the topology the avatar was bound to."""
+    """Raise AvatarError unless ``template`` has the topology the avatar was bound to (and as
+    many shape coefficients as the avatar stores, if it stores any)."""
     if template.kind != avatar.kind:
         raise AvatarError(f"the avatar is a {avatar.kind} but the template is a {template.kind}")
     t = avatar.meta.get("template", {})
@@ -114,4 +115,9 @@ def check_template(avatar: Avatar, template: Template) -> None:
         raise AvatarError(
             f"the avatar was bound to template {t.get('name')} ({want[0]} vertices, {want[1]} faces) "
             f"but {template.name} has {have[0]} vertices and {have[1]} faces: pass the same --template"
+        )
+    if avatar.betas.numel() not in (0, template.num_betas):
+        raise AvatarError(
+            f"the avatar's shape has {avatar.betas.numel()} coefficients but template {template.name} has {template.num_betas}: "
+            "pass the template it was made with"
         )

@@ -16,6 +16,7 @@ pickled; unknown tensors are kept and written back.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import fields
 from pathlib import Path
@@ -69,7 +70,7 @@ def _header(data: bytes, name: str) -> dict[str, Any]:
         raise AvatarError(f"{name} is not an avatar file, or it is truncated")
     try:
         header = json.loads(data[8 : 8 + n])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise AvatarError(f"{name} is not an avatar file (unreadable header)") from exc
     if not isinstance(header, dict):
         raise AvatarError(f"{name} is not an avatar file (unreadable header)")
@@ -77,68 +78,196 @@ def _header(data: bytes, name: str) -> dict[str, Any]:
 
 
 def from_bytes(data: bytes, name: str = "input") -> Avatar:
-    """Parse and validate avatar bytes; raises AvatarError with a one-line reason."""
+    """Parse and validate avatar bytes; raises AvatarError with a one-line reason.
+
+    The metadata is checked against its schema (:func:`check_meta`) before any tensor is
+    read; the tensors against the metadata's counts (:func:`_assemble`).
+    """
     header = _header(data, name)
-    raw = (header.get("__metadata__") or {}).get("avatarcli")
+    stored = header.get("__metadata__")
+    raw = stored.get("avatarcli") if isinstance(stored, dict) else None
     if raw is None:
         raise AvatarError(f"{name} is a safetensors file but not an avatar (no avatarcli metadata)")
     try:
         meta = json.loads(raw)
-    except json.JSONDecodeError as exc:
+    except (TypeError, json.JSONDecodeError, RecursionError) as exc:
         raise AvatarError(f"{name}: avatar metadata is not valid JSON") from exc
-    if meta.get("format") != FORMAT:
-        raise AvatarError(f"{name} is not an avatar file (format {meta.get('format')!r})")
-    if int(meta.get("version", 0)) > VERSION:
-        raise AvatarError(f"{name} was written by a newer avatarcli (format version {meta.get('version')}); upgrade to read it")
+    check_meta(meta, name)
     try:
         tensors = st_load(data)
-    except (SafetensorError, ValueError, RuntimeError) as exc:
-        raise AvatarError(f"{name} is corrupt or truncated ({exc})") from exc
+    except (SafetensorError, ValueError, RuntimeError, TypeError, OverflowError) as exc:
+        raise AvatarError(f"{name} is corrupt or truncated ({str(exc).splitlines()[0][:120]})") from exc
     try:
         return _assemble(meta, tensors)
-    except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+    except ValueError as exc:
         raise AvatarError(f"{name} is not a valid avatar: {exc}") from exc
 
 
-def _assemble(meta: dict[str, Any], tensors: dict[str, Tensor]) -> Avatar:
-    kind = meta.get("kind")
-    if kind not in ("head", "body"):
-        raise ValueError(f"unknown kind {kind!r}")
-    missing = [f"gaussians.{k}" for k in GAUSSIAN_KEYS if f"gaussians.{k}" not in tensors]
+# -- the metadata's schema ------------------------------------------------------------------------
+MAX_BETAS = 400  # shape coefficients (SMPL-X and FLAME releases have at most 300)
+MAX_TEMPLATE_SIZE = 10_000_000  # vertices or faces of a template
+MAX_JOINTS = 1000
+# the residual skinning network's settings: (low, high); its size follows from them
+RESIDUAL_LIMITS = {"frequencies": (0, 16), "width": (1, 1024)}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _whole(obj: dict[str, Any], key: str, where: str, low: int, high: int, required: bool = True) -> None:
+    value = obj.get(key)
+    if value is None and not required:
+        return
+    if not _is_int(value):
+        raise AvatarError(f"{where}: '{key}' must be a whole number (got {json.dumps(value)[:40]})")
+    if not low <= value <= high:
+        raise AvatarError(f"{where}: '{key}' is {value}, outside {low} to {high}")
+
+
+def _of_type(obj: dict[str, Any], key: str, where: str, kind: type | tuple[type, ...], what: str) -> None:
+    value = obj.get(key)
+    if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+        raise AvatarError(f"{where}: '{key}' must be {what} (got {json.dumps(value)[:40]})")
+
+
+def check_meta(meta: Any, name: str = "input") -> None:
+    """Raise AvatarError unless ``meta`` is avatar metadata this version reads: a JSON object
+    with the format and version, kind and binding, the template's counts, optional text
+    fields, a list of history entries and, for skinning, the residual network's settings."""
+    if not isinstance(meta, dict):
+        raise AvatarError(f"{name}: the avatar metadata is a JSON {type(meta).__name__}, not an object")
+    if meta.get("format") != FORMAT:
+        raise AvatarError(f"{name} is not an avatar file (format {str(meta.get('format'))[:40]!r})")
+    _whole(meta, "version", name, 0, 2**31)
+    if meta["version"] > VERSION:
+        raise AvatarError(f"{name} was written by a newer avatarcli (format version {meta['version']}); upgrade to read it")
+    if meta.get("kind") not in ("head", "body"):
+        raise AvatarError(f"{name}: unknown kind {str(meta.get('kind'))[:40]!r}")
+    if meta.get("binding") not in ("triangle", "skinning"):
+        raise AvatarError(f"{name}: unknown binding {str(meta.get('binding'))[:40]!r}")
+    template = meta.get("template")
+    if not isinstance(template, dict):
+        raise AvatarError(f"{name}: 'template' must be a JSON object (got {json.dumps(template)[:40]})")
+    for key in ("vertices", "faces"):
+        _whole(template, key, f"{name}: template", 1, MAX_TEMPLATE_SIZE)
+    _whole(template, "joints", f"{name}: template", 1, MAX_JOINTS)
+    for key in ("name", "file", "sha256"):
+        _of_type(template, key, f"{name}: template", str, "text")
+    for key in ("stage", "prompt", "guidance"):
+        _of_type(meta, key, name, str, "text")
+    _of_type(meta, "seed", name, int, "a whole number")
+    history = meta.get("history", [])
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        raise AvatarError(f"{name}: 'history' must be a list of JSON objects")
+    if meta.get("residual") is not None:
+        if meta["binding"] != "skinning":
+            raise AvatarError(f"{name}: residual skinning weights need a skinning binding")
+        check_residual_config(meta["residual"], template["joints"], name)
+
+
+def check_residual_config(config: Any, joints: int, name: str = "input") -> None:
+    """Raise AvatarError unless ``config`` describes a residual skinning network for
+    ``joints`` joints within RESIDUAL_LIMITS (checked before the network is built: its size
+    follows from them)."""
+    if not isinstance(config, dict) or set(config) != {"num_joints", "scale", "frequencies", "width"}:
+        raise AvatarError(f"{name}: 'residual' must be an object of num_joints, scale, frequencies and width")
+    where = f"{name}: residual"
+    _whole(config, "num_joints", where, joints, joints)
+    for key, (low, high) in RESIDUAL_LIMITS.items():
+        _whole(config, key, where, low, high)
+    scale = config["scale"]
+    if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and math.isfinite(scale) and scale > 0):
+        raise AvatarError(f"{where}: 'scale' must be a positive number (got {json.dumps(scale)[:40]})")
+
+
+# -- the tensors ----------------------------------------------------------------------------------
+def _float(tensors: dict[str, Tensor], key: str) -> Tensor:
+    if key not in tensors:
+        raise ValueError(f"tensor {key} is missing")
+    t = tensors.pop(key)
+    if not t.is_floating_point():
+        raise ValueError(f"{key} holds {t.dtype}, not floating-point numbers")
+    return t.float()
+
+
+def _index(tensors: dict[str, Tensor], key: str) -> Tensor:
+    if key not in tensors:
+        raise ValueError(f"tensor {key} is missing")
+    t = tensors.pop(key)
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise ValueError(f"{key} holds {t.dtype}, not whole numbers")
+    return t.long()
+
+
+def _finite(key: str, t: Tensor) -> None:
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{key} holds NaN or infinite values")
+
+
+def _shape(key: str, t: Tensor, want: tuple[int, ...]) -> None:
+    if tuple(t.shape) != want:
+        raise ValueError(f"{key} has shape {tuple(t.shape)}, expected {want}")
+
+
+def _residual(config: dict[str, Any], tensors: dict[str, Tensor]) -> ResidualWeights:
+    """The residual network the (checked, bounded) config describes, with its stored weights."""
+    res = ResidualWeights(**config)
+    prefix = "binding.residual."
+    state = {k[len(prefix) :]: tensors.pop(k) for k in sorted(tensors) if k.startswith(prefix)}
+    want = res.state_dict()
+    missing = sorted(set(want) - set(state))
     if missing:
-        raise KeyError(f"missing tensors {', '.join(missing)}")
-    g = Gaussians(**{k: tensors.pop(f"gaussians.{k}").float() for k in GAUSSIAN_KEYS})
+        raise ValueError(f"the residual network's tensors are missing ({', '.join(prefix + k for k in missing)})")
+    unknown = sorted(set(state) - set(want))
+    if unknown:
+        raise ValueError(f"unexpected residual network tensor {prefix + unknown[0]}")
+    for k, t in state.items():
+        if not t.is_floating_point():
+            raise ValueError(f"{prefix}{k} holds {t.dtype}, not floating-point numbers")
+        _shape(prefix + k, t, tuple(want[k].shape))
+        _finite(prefix + k, t)
+    res.load_state_dict({k: t.float() for k, t in state.items()})
+    return res
+
+
+def _assemble(meta: dict[str, Any], tensors: dict[str, Tensor]) -> Avatar:
+    """The avatar from checked metadata and its tensors, each checked against the metadata:
+    shapes, dtypes, finite values, indices within the template."""
+    g = Gaussians(**{k: _float(tensors, f"gaussians.{k}") for k in GAUSSIAN_KEYS})
     g.check()
     n = len(g)
+    if n == 0:
+        raise ValueError("it holds no Gaussians")
+    joints, faces = meta["template"]["joints"], meta["template"]["faces"]
     binding: Binding
-    if meta.get("binding") == "triangle":
-        binding = TriangleBinding(tensors.pop("binding.face_idx").long())
-    elif meta.get("binding") == "skinning":
-        binding = SkinningBinding(
-            tensors.pop("binding.weights").float(), tensors.pop("binding.face_idx").long(), tensors.pop("binding.bary").float()
-        )
-        if binding.weights.dim() != 2 or binding.weights.shape[0] != n or binding.bary.shape != (n, 3):
-            raise ValueError("skinning weights or barycentric coordinates do not match the Gaussians")
-        if not bool(torch.isfinite(binding.weights).all()):
-            raise ValueError("skinning weights hold NaN or infinite values")
-        if "residual" in meta:
-            res = ResidualWeights(**meta["residual"])
-            prefix = "binding.residual."
-            state = {k[len(prefix) :]: tensors.pop(k) for k in list(tensors) if k.startswith(prefix)}
-            res.load_state_dict(state)
-            binding.residual = res
+    if meta["binding"] == "triangle":
+        binding = TriangleBinding(_index(tensors, "binding.face_idx"))
     else:
-        raise ValueError(f"unknown binding {meta.get('binding')!r}")
-    if binding.face_idx.shape != (n,):
-        raise ValueError("binding.face_idx does not match the Gaussians")
-    faces = meta.get("template", {}).get("faces")
-    if n and faces is not None and (int(binding.face_idx.min()) < 0 or int(binding.face_idx.max()) >= int(faces)):
+        weights, bary = _float(tensors, "binding.weights"), _float(tensors, "binding.bary")
+        _shape("binding.weights", weights, (n, joints))
+        _shape("binding.bary", bary, (n, 3))
+        _finite("binding.weights", weights)
+        _finite("binding.bary", bary)
+        binding = SkinningBinding(weights, _index(tensors, "binding.face_idx"), bary)
+        if "residual" in meta:
+            binding.residual = _residual(meta["residual"], tensors)
+    _shape("binding.face_idx", binding.face_idx, (n,))
+    if int(binding.face_idx.min()) < 0 or int(binding.face_idx.max()) >= faces:
         raise ValueError("binding.face_idx points outside the template")
-    betas = tensors.pop("template.betas", torch.zeros(0)).float()
-    return Avatar(kind, g, binding, betas, meta, tensors)
+    betas = _float(tensors, "template.betas") if "template.betas" in tensors else torch.zeros(0)
+    if betas.dim() != 1:
+        raise ValueError(f"template.betas has shape {tuple(betas.shape)}, expected (S,)")
+    if len(betas) > MAX_BETAS:
+        raise ValueError(f"template.betas has {len(betas)} values, more than the {MAX_BETAS} a template may have")
+    _finite("template.betas", betas)
+    return Avatar(meta["kind"], g, binding, betas, meta, tensors)
+
+
+MAX_AVATAR_BYTES = 4 << 30  # the largest .avatar file read: 4 GiB (some 15 million Gaussians)
 
 
 def load(path: str | Path) -> Avatar:
     """Read and validate an avatar file (``-`` for stdin)."""
     name = "standard input" if str(path) == "-" else str(path)
-    return from_bytes(read_bytes(path, "avatar file"), name)
+    return from_bytes(read_bytes(path, "avatar file", MAX_AVATAR_BYTES), name)

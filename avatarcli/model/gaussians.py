@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 SH_C0 = 0.28209479177387814  # the constant degree-0 spherical harmonic
+MAX_SH_DEGREE = 3
 
 
 def rgb_to_sh0(rgb: Tensor) -> Tensor:
@@ -75,18 +76,26 @@ class Gaussians:
         return replace(self, sh=sh)
 
     def check(self) -> None:
-        """Raises ValueError when shapes disagree or values are not finite."""
+        """Raises ValueError when shapes disagree, the SH degree is above MAX_SH_DEGREE,
+        values are not finite or a rotation is all zero."""
+        if self.means.dim() != 2:
+            raise ValueError(f"means has shape {tuple(self.means.shape)}, expected (N, 3)")
         n = len(self)
         want = {"means": (n, 3), "log_scales": (n, 3), "quats": (n, 4), "opacity_logits": (n,)}
         for name, shape in want.items():
             if tuple(getattr(self, name).shape) != shape:
                 raise ValueError(f"{name} has shape {tuple(getattr(self, name).shape)}, expected {shape}")
         k = self.sh.shape[1] if self.sh.dim() == 3 else -1
-        if self.sh.dim() != 3 or self.sh.shape[0] != n or self.sh.shape[2] != 3 or math.isqrt(k) ** 2 != k:
+        if self.sh.dim() != 3 or self.sh.shape[0] != n or self.sh.shape[2] != 3 or k < 1 or math.isqrt(k) ** 2 != k:
             raise ValueError(f"sh has shape {tuple(self.sh.shape)}, expected ({n}, (degree+1)^2, 3)")
+        if k > (MAX_SH_DEGREE + 1) ** 2:
+            raise ValueError(f"sh has degree {math.isqrt(k) - 1}; the most the renderers draw is {MAX_SH_DEGREE}")
         for f in fields(self):
             if not bool(torch.isfinite(getattr(self, f.name)).all()):
                 raise ValueError(f"{f.name} holds NaN or infinite values")
+        zero = int((self.quats.norm(dim=-1) < 1e-12).sum())
+        if zero:
+            raise ValueError(f"{zero} of the rotations are all zero (no orientation)")
 
 
 def cat(parts: list[Gaussians]) -> Gaussians:

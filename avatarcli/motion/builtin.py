@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from avatarcli.errors import AvatarError
-from avatarcli.motion.motion import Motion, relaxed_body_pose
+from avatarcli.motion.motion import Motion, check_fps, check_frames, relaxed_body_pose
 from avatarcli.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from avatarcli.templates.mannequin.head_shape import EXPRESSION_NAMES
 from avatarcli.templates.skeletons import SMPLX_JOINT_NAMES
@@ -262,8 +262,10 @@ def builtin_motion(name: str, kind: str | None = None, seconds: float | None = N
         names = sorted({n for b in BUILTINS.values() for n in b})
         raise AvatarError(f"unknown motion {name!r}; built-in motions: {', '.join(names)}")
     length = spec.seconds if seconds is None else seconds
-    if length <= 0 or fps <= 0:
-        raise AvatarError("motion length and frame rate must be positive")
+    if not (math.isfinite(length) and length > 0):
+        raise AvatarError(f"the length of a motion must be a positive number of seconds (got {length:g})")
+    check_fps(fps)
+    check_frames(length * fps + 1, length, fps)  # before rounding: a product may overflow
     t = _time(length, fps)
     rot, expr, trans = spec.make(t)
     return Motion(spec.kind, rot.float(), expr.float(), trans.float(), float(fps), f"built-in '{name}'").validate()

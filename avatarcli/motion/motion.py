@@ -20,6 +20,21 @@ from avatarcli.templates.template import Pose, Template
 
 JOINTS = {"body": 55, "head": 5}
 _B = {name: i for i, name in enumerate(SMPLX_JOINT_NAMES)}
+MIN_FPS, MAX_FPS = 1.0, 1000.0  # frame rates a motion or an output may have
+MAX_FRAMES = 100_000  # frames in a clip (55 minutes at 30 fps), checked before any is made
+
+
+def check_fps(fps: float, what: str = "the frame rate") -> None:
+    """Raise AvatarError unless ``fps`` is a number within [MIN_FPS, MAX_FPS]."""
+    if not (math.isfinite(fps) and MIN_FPS <= fps <= MAX_FPS):
+        raise AvatarError(f"{what} must be between {MIN_FPS:g} and {MAX_FPS:g} fps (got {fps:g})")
+
+
+def check_frames(frames: float, seconds: float, fps: float) -> int:
+    """``frames`` (of a clip of ``seconds`` at ``fps``) as an int, refused beyond MAX_FRAMES."""
+    if not frames <= MAX_FRAMES:
+        raise AvatarError(f"{seconds:g} s at {fps:g} fps would be {frames:.0f} frames; the most a clip may have is {MAX_FRAMES:,}")
+    return int(frames)
 
 
 @dataclass
@@ -56,6 +71,8 @@ class Motion:
         t = len(self)
         if t == 0:
             raise AvatarError(f"{name} has no frames")
+        if t > MAX_FRAMES:
+            raise AvatarError(f"{name} has {t:,} frames; the most a clip may have is {MAX_FRAMES:,}")
         if self.kind not in JOINTS:
             raise AvatarError(f"{name}: unknown motion kind {self.kind!r}")
         j = JOINTS[self.kind]
@@ -65,8 +82,7 @@ class Motion:
             raise AvatarError(f"{name}: expression has shape {tuple(self.expression.shape)}, expected ({t}, E)")
         if tuple(self.translation.shape) != (t, 3):
             raise AvatarError(f"{name}: translation has shape {tuple(self.translation.shape)}, expected ({t}, 3)")
-        if not (math.isfinite(self.fps) and self.fps > 0):
-            raise AvatarError(f"{name}: frame rate must be positive (got {self.fps})")
+        check_fps(self.fps, f"{name}: the frame rate")
         for label, tensor in (("rotations", self.rotations), ("expression", self.expression), ("translation", self.translation)):
             if not bool(torch.isfinite(tensor).all()):
                 raise AvatarError(f"{name}: {label} hold NaN or infinite values")
@@ -92,11 +108,10 @@ def resample(motion: Motion, fps: float) -> Motion:
     Frames are placed at k / fps for k = 0 .. floor(duration * fps); the first frame is the
     motion's first frame.
     """
-    if fps <= 0:
-        raise AvatarError(f"output frame rate must be positive (got {fps})")
+    check_fps(fps, "the output frame rate")
     if abs(fps - motion.fps) < 1e-9 or len(motion) == 1:
         return replace(motion, fps=float(fps))
-    count = math.floor(motion.duration * fps + 1e-9) + 1
+    count = check_frames(math.floor(motion.duration * fps + 1e-9) + 1, motion.duration, fps)
     t = torch.arange(count, dtype=torch.float64) * (motion.fps / fps)  # in source frames
     i0 = t.floor().long().clamp(max=len(motion) - 1)
     i1 = (i0 + 1).clamp(max=len(motion) - 1)

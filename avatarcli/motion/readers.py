@@ -17,7 +17,7 @@ Pickles (``.pkl``) are refused with a message saying how to convert them.
 from __future__ import annotations
 
 import shlex
-import zipfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,36 +25,70 @@ import torch
 from torch import Tensor
 
 from avatarcli.errors import AvatarError
+from avatarcli.fileio import read_arrays
 from avatarcli.motion.motion import Motion
 from avatarcli.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
 CANONICAL = "avatarcli.motion"
 DEFAULT_FPS = 30.0
+MAX_MOTION_BYTES = 1 << 30  # the largest motion file read (and unpacked, for .npz): 1 GiB
 # z-up to y-up: a -90 degree turn about x, (x, y, z) -> (x, z, -y)
 Z_UP_TO_Y_UP = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
 
 
+def _required(data: dict[str, np.ndarray], key: str, name: str) -> np.ndarray:
+    if key not in data:
+        raise AvatarError(f"{name}: '{key}' is missing")
+    return data[key]
+
+
+def _frames(data: dict[str, np.ndarray], key: str, name: str) -> int:
+    """The frame count T of ``data[key]`` (T, ...); a 0-d or empty array is refused."""
+    a = _required(data, key, name)
+    if a.ndim == 0:
+        raise AvatarError(f"{name}: '{key}' is a single value, expected one row per frame")
+    if a.shape[0] == 0:
+        raise AvatarError(f"{name}: '{key}' has no frames")
+    return int(a.shape[0])
+
+
 def _array(data: dict[str, np.ndarray], key: str, name: str, cols: int | None = None, frames: int | None = None) -> Tensor:
-    a = np.asarray(data[key])
+    """``data[key]`` as float32, in native byte order: (T, cols) when ``cols`` is given, else
+    (T, ...); ``frames`` is the T it must have."""
+    a = _required(data, key, name)
     if a.dtype.kind not in "fiu":
         raise AvatarError(f"{name}: '{key}' is not numeric (dtype {a.dtype})")
+    if a.ndim == 0:
+        raise AvatarError(f"{name}: '{key}' is a single value, expected one row per frame")
     if cols is not None and (a.ndim != 2 or a.shape[1] != cols):
         raise AvatarError(f"{name}: '{key}' has shape {a.shape}, expected (T, {cols})")
     if frames is not None and a.shape[0] != frames:
         raise AvatarError(f"{name}: '{key}' has {a.shape[0]} frames but the poses have {frames}")
-    return torch.as_tensor(a, dtype=torch.float32)
+    # a copy: writable, little or big endian in the file alike; out-of-range values become
+    # inf, which validation reports
+    return torch.from_numpy(np.array(a, dtype=np.float32))
 
 
 def _fps(data: dict[str, np.ndarray], name: str, keys: tuple[str, ...], default: float | None) -> float:
+    """The frame rate stored under the first of ``keys`` present (its range is checked by
+    ``Motion.validate``)."""
     for k in keys:
         if k in data:
-            value = float(np.asarray(data[k]).reshape(-1)[0])
-            if not np.isfinite(value) or value <= 0:
-                raise AvatarError(f"{name}: frame rate '{k}' must be positive (got {value})")
-            return value
+            a = data[k]
+            if a.dtype.kind not in "fiu" or a.size != 1:
+                raise AvatarError(f"{name}: the frame rate '{k}' must be one number (got {a.dtype} of shape {a.shape})")
+            return float(a.reshape(-1)[0])
     if default is None:
         raise AvatarError(f"{name}: no frame rate (expected one of {', '.join(keys)})")
     return default
+
+
+def _text(data: dict[str, np.ndarray], key: str, name: str) -> str:
+    a = _required(data, key, name)
+    if a.dtype.kind not in "US" or a.size != 1:
+        raise AvatarError(f"{name}: '{key}' must be one string (got {a.dtype} of shape {a.shape})")
+    value = a.reshape(-1)[0]
+    return value.decode("latin-1") if isinstance(value, bytes) else str(value)
 
 
 def turn_world(rotations: Tensor, translation: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
@@ -108,18 +142,18 @@ def body_rotations(root: Tensor, body: Tensor, jaw: Tensor | None, eyes: Tensor 
 
 def read_amass(data: dict[str, np.ndarray], name: str) -> Motion:
     if "poses" in data:
-        poses = np.asarray(data["poses"])
+        poses = data["poses"]
         if poses.ndim != 2 or poses.shape[1] not in (165, 156):
             raise AvatarError(f"{name}: 'poses' has shape {poses.shape}, expected (T, 165) for SMPL-X or (T, 156) for SMPL+H")
+        t = _frames(data, "poses", name)
         p = _array(data, "poses", name)
-        t = p.shape[0]
         if p.shape[1] == 165:
             rot = body_rotations(p[:, 0:3], p[:, 3:66], p[:, 66:69], p[:, 69:75], p[:, 75:165])
         else:
             rot = body_rotations(p[:, 0:3], p[:, 3:66], None, None, p[:, 66:156])
     else:
+        t = _frames(data, "root_orient", name)
         root = _array(data, "root_orient", name, 3)
-        t = root.shape[0]
         body = _array(data, "pose_body", name, 63, t)
         hands = _array(data, "pose_hand", name, 90, t) if "pose_hand" in data else None
         jaw = _array(data, "pose_jaw", name, 3, t) if "pose_jaw" in data else None
@@ -139,7 +173,7 @@ def read_flame(data: dict[str, np.ndarray], name: str) -> Motion:
     present = [k for k in pose_keys if k in data]
     if expr_key is None and not present:
         raise AvatarError(f"{name}: no FLAME keys (expression, jaw_pose, ...)")
-    t = int(np.asarray(data[expr_key if expr_key else present[0]]).shape[0])
+    t = _frames(data, expr_key if expr_key else present[0], name)
     rot = torch.zeros(t, 5, 3)
     for key, j in (
         ("global_orient", 0),
@@ -161,20 +195,24 @@ def read_flame(data: dict[str, np.ndarray], name: str) -> Motion:
 
 
 def read_canonical(data: dict[str, np.ndarray], name: str) -> Motion:
-    kind = str(np.asarray(data["kind"]))
+    kind = _text(data, "kind", name)
+    t = _frames(data, "rotations", name)
     rot = _array(data, "rotations", name)
-    t = rot.shape[0]
     if rot.ndim != 3:
         raise AvatarError(f"{name}: 'rotations' has shape {tuple(rot.shape)}, expected (T, J, 3)")
-    expr = _array(data, "expression", name, None, t).reshape(t, -1)
-    trans = _array(data, "translation", name, 3, t)
+    expr = _array(data, "expression", name, None, t).reshape(t, -1) if "expression" in data else torch.zeros(t, 0)
+    trans = _array(data, "translation", name, 3, t) if "translation" in data else torch.zeros(t, 3)
     return Motion(kind, rot, expr, trans, _fps(data, name, ("fps",), None), name)
 
 
 def read_npy(array: np.ndarray, name: str, fps: float | None) -> Motion:
+    if array.dtype.kind not in "fiu":
+        raise AvatarError(f"{name}: a .npy motion must hold numbers (dtype {array.dtype})")
     if array.ndim != 2 or array.shape[1] not in (322, 265):
         raise AvatarError(f"{name}: a .npy motion must be Motion-X (T, 322) or TalkSHOW (T, 265), got {array.shape}")
-    a = torch.as_tensor(array, dtype=torch.float32)
+    if array.shape[0] == 0:
+        raise AvatarError(f"{name} has no frames")
+    a = _array({"motion": array}, "motion", name)
     if a.shape[1] == 322:
         rot = body_rotations(a[:, 0:3], a[:, 3:66], a[:, 156:159], None, a[:, 66:156])
         expr, trans, label = a[:, 159:209], a[:, 309:312], "Motion-X"
@@ -203,48 +241,36 @@ def read_motion(path: str | Path, fps: float | None = None) -> Motion:
     """Read a motion file (see the module docstring for formats); validated.
 
     Args:
-        path: the file.
+        path: the file (at most ``MAX_MOTION_BYTES``, also unpacked).
         fps: frame rate for formats that do not store one (.npy; default 30).
     """
     p = Path(path)
     name = p.name
     if p.suffix.lower() in (".pkl", ".pickle", ".pt", ".pth"):
         raise AvatarError(pickle_message(p))
-    if not p.exists():
-        raise AvatarError(f"motion file {p} does not exist")
-    try:
-        loaded = np.load(p, allow_pickle=False)
-    except ValueError as exc:
-        if "pickle" in str(exc):
-            raise AvatarError(f"{name} holds pickled Python objects; refusing to load it (pickles can run code)") from exc
-        raise AvatarError(f"cannot read motion {name}: {exc}") from exc
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise AvatarError(f"cannot read motion {name}: not a .npy/.npz file or it is truncated") from exc
+    loaded = read_arrays(p, "motion file", MAX_MOTION_BYTES)
+    # numbers out of float32's range become inf (reported by validate), quietly
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        motion = _read(loaded, name, fps)
+        return motion.validate()
+
+
+def _read(loaded: np.ndarray | dict[str, np.ndarray], name: str, fps: float | None) -> Motion:
     if isinstance(loaded, np.ndarray):
-        if loaded.dtype.kind not in "fiu":
-            raise AvatarError(f"{name}: a .npy motion must hold numbers (dtype {loaded.dtype})")
-        motion = read_npy(loaded, name, fps)
-    else:
-        try:
-            with loaded as npz:
-                data = {k: npz[k] for k in npz.files}
-        except ValueError as exc:
-            raise AvatarError(f"{name} holds pickled Python objects; refusing to load it (pickles can run code)") from exc
-        except (OSError, zipfile.BadZipFile, EOFError) as exc:
-            raise AvatarError(f"cannot read motion {name}: the .npz is corrupt or truncated") from exc
-        if "avatarcli_motion" in data:
-            motion = read_canonical(data, name)
-        elif "poses" in data or "root_orient" in data:
-            motion = read_amass(data, name)
-        elif any(k in data for k in ("expression", "expr", "exp", "jaw_pose", "neck_pose", "global_pose")):
-            motion = read_flame(data, name)
-        else:
-            keys = ", ".join(sorted(data)) or "none"
-            raise AvatarError(
-                f"{name}: not a motion this tool knows (keys: {keys}); expected AMASS (poses/trans), "
-                "a FLAME sequence (expression, jaw_pose, ...) or an avatarcli motion"
-            )
-    return motion.validate()
+        return read_npy(loaded, name, fps)
+    data = loaded
+    if "avatarcli_motion" in data:
+        return read_canonical(data, name)
+    if "poses" in data or "root_orient" in data:
+        return read_amass(data, name)
+    if any(k in data for k in ("expression", "expr", "exp", "jaw_pose", "neck_pose", "global_pose")):
+        return read_flame(data, name)
+    keys = ", ".join(sorted(data)) or "none"
+    raise AvatarError(
+        f"{name}: not a motion this tool knows (keys: {keys}); expected AMASS (poses/trans), "
+        "a FLAME sequence (expression, jaw_pose, ...) or an avatarcli motion"
+    )
 
 
 def write_motion(motion: Motion, path: str | Path) -> None:

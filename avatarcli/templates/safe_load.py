@@ -9,10 +9,16 @@ matrices, containers of them and chumpy arrays (whose value is read as a plain a
 anything else is refused before it is created. From an ``.npz``, only plain arrays are read.
 The arrays then go into files this project writes (``templates/__init__.py``), and smplx
 only ever opens those.
+
+Sizes a file declares are bounded before anything of that size is made: an array a pickle
+rebuilds, a sparse matrix made dense, an ``.npy`` / ``.npz`` array (each at most
+``MAX_ARRAY_BYTES``; a template's largest, SMPL-X's pose correctives, is about 120 MB).
 """
 
 from __future__ import annotations
 
+import io
+import math
 import pickle
 from pathlib import Path
 from typing import Any
@@ -20,6 +26,10 @@ from typing import Any
 import numpy as np
 
 from avatarcli.errors import AvatarError
+from avatarcli.fileio import npy_array, npy_header, npz_arrays, read_bytes, size_text
+
+MAX_ARRAY_BYTES = 1 << 30  # the largest array a template file may declare: 1 GiB
+MAX_FILE_BYTES = 4 << 30  # the largest template .npz / .npy read
 
 # (module, name) a template pickle may refer to: array and sparse-matrix reconstruction only
 _ALLOWED = {
@@ -50,6 +60,38 @@ class _ChumpyArray:
         self.state = state
 
 
+def _check_size(shape: Any, itemsize: int, where: str) -> None:
+    """Refuse a declared array shape beyond MAX_ARRAY_BYTES (or not a shape at all)."""
+    dims = (shape,) if isinstance(shape, int) else shape
+    if not isinstance(dims, tuple) or not all(isinstance(d, int) and d >= 0 for d in dims):
+        raise AvatarError(f"{where}: an array with an invalid shape {str(shape)[:40]}")
+    if math.prod(dims) * max(itemsize, 1) > MAX_ARRAY_BYTES:
+        raise AvatarError(f"{where}: an array of shape {dims} is larger than {size_text(MAX_ARRAY_BYTES)}, the most a template may hold")
+
+
+class _BoundedArray(np.ndarray):
+    """What a pickle's arrays are rebuilt as: an ndarray whose state (shape, dtype, data) is
+    checked against MAX_ARRAY_BYTES before numpy allocates it."""
+
+    source = "template"
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple) and len(state) in (4, 5):
+            shape, dtype = state[-4], state[-3]
+            _check_size(shape, dtype.itemsize if isinstance(dtype, np.dtype) else 1, self.source)
+        super().__setstate__(state)
+
+
+def _bounded_reconstruct(source: Path) -> Any:
+    def reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+        _check_size(shape, 1, str(source))
+        array = np.ndarray.__new__(_BoundedArray, shape, dtype)
+        array.source = str(source)
+        return array
+
+    return reconstruct
+
+
 class _ArraysOnly(pickle.Unpickler):
     def __init__(self, fh: Any, source: Path) -> None:
         super().__init__(fh, encoding="latin1")
@@ -63,6 +105,8 @@ class _ArraysOnly(pickle.Unpickler):
             raise AvatarError(
                 f"{self.source}: refusing to load {module}.{name} from a pickle (template files may only hold arrays; pickles can run code)"
             )
+        if name == "_reconstruct":
+            return _bounded_reconstruct(self.source)
         return super().find_class(module, name)
 
 
@@ -73,40 +117,28 @@ def load_pickle(path: Path) -> Any:
             return _ArraysOnly(fh, path).load()
         except AvatarError:
             raise
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, MemoryError) as exc:
             raise AvatarError(f"{path}: not a readable pickle of arrays ({exc})") from exc
 
 
 def load_npy(path: Path) -> Any:
     """A ``.npy`` file; an object array (a pickle inside) is read with ``load_pickle``'s rules."""
-    with open(path, "rb") as fh:
-        try:
-            version = np.lib.format.read_magic(fh)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            _, _, dtype = read_header(fh)
-        except ValueError as exc:
-            raise AvatarError(f"{path}: not a .npy file ({exc})") from exc
-        if not dtype.hasobject:
-            fh.seek(0)
-            return np.load(fh, allow_pickle=False)
-        try:
-            return _ArraysOnly(fh, path).load()
-        except AvatarError:
-            raise
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
-            raise AvatarError(f"{path}: not a readable .npy ({exc})") from exc
+    data = read_bytes(path, "template file", MAX_FILE_BYTES)
+    _, _, dtype, offset = npy_header(data, str(path))
+    if not dtype.hasobject:
+        return np.array(npy_array(data, str(path)))  # a writable copy, as np.load gives
+    try:
+        return _ArraysOnly(io.BytesIO(data[offset:]), path).load()
+    except AvatarError:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, MemoryError) as exc:
+        raise AvatarError(f"{path}: not a readable .npy ({exc})") from exc
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:
     """The plain arrays of an ``.npz``; entries that would need unpickling are skipped."""
-    out = {}
-    with np.load(path, allow_pickle=False) as data:
-        for key in data.files:
-            try:
-                out[key] = data[key]
-            except ValueError:  # an object array: a pickle, never loaded
-                continue
-    return out
+    arrays = npz_arrays(read_bytes(path, "template file", MAX_FILE_BYTES), str(path), MAX_FILE_BYTES, skip_pickled=True)
+    return {k: np.array(v) for k, v in arrays.items()}  # writable copies, as np.load gives
 
 
 def plain(value: Any, where: str) -> np.ndarray | dict | None:
@@ -119,8 +151,13 @@ def plain(value: Any, where: str) -> np.ndarray | dict | None:
         raise AvatarError(f"{where}: a chumpy expression, not a plain array; save the model with plain arrays (.npz)")
     if isinstance(value, dict):
         return {str(k): v for k, v in ((k, plain(v, f"{where}[{k!r}]")) for k, v in value.items()) if v is not None}
-    if hasattr(value, "todense"):  # scipy sparse
-        return np.asarray(value.todense())
+    if hasattr(value, "todense"):  # scipy sparse: its declared shape is checked before it is made dense
+        try:
+            _check_size(tuple(value.shape), 8, where)
+            value.check_format(full_check=True)  # indices within the shape
+            return np.asarray(value.todense())
+        except (AttributeError, ValueError, TypeError, IndexError) as exc:
+            raise AvatarError(f"{where}: not a readable sparse matrix ({str(exc)[:80]})") from exc
     try:
         array = np.asarray(value)
     except (ValueError, TypeError):

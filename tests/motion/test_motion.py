@@ -97,10 +97,10 @@ def test_canonical_round_trip(tmp_path):
         (lambda p: np.savez(p, poses=np.full((4, 165), np.nan), trans=np.zeros((4, 3)), mocap_framerate=30) or p, "NaN"),
         (lambda p: np.savez(p, poses=np.zeros((4, 100)), mocap_framerate=30) or p, "165"),
         (lambda p: np.savez(p, poses=np.zeros((0, 165)), mocap_framerate=30) or p, "no frames"),
-        (lambda p: np.savez(p, poses=np.zeros((4, 165)), mocap_framerate=0) or p, "positive"),
+        (lambda p: np.savez(p, poses=np.zeros((4, 165)), mocap_framerate=0) or p, "between 1 and 1000"),
         (lambda p: np.savez(p, poses=np.zeros((4, 165)), trans=np.zeros((5, 3)), mocap_framerate=30) or p, "frames"),
         (lambda p: np.savez(p, something=np.zeros(3)) or p, "not a motion"),
-        (lambda p: (p.write_bytes(b"PK\x03\x04garbage"), p)[1], "cannot read"),
+        (lambda p: (p.write_bytes(b"PK\x03\x04garbage"), p)[1], "not a readable .npz"),
         (lambda p: np.save(p.with_suffix(".npy"), np.zeros((5, 7))) or p.with_suffix(".npy"), "Motion-X"),
     ],
 )

@@ -312,3 +312,42 @@ def test_user_files_that_would_run_code_are_refused(tmp_path, monkeypatch):
     np.savez(body_dir / "SMPLX_NEUTRAL.npz", hostile=np.array([_Evil(marker)], dtype=object), **arrays)
     assert load_template("body", body_dir).num_joints == 55
     assert not marker.exists()
+
+
+class _Declares:
+    """Pickles as a numpy array rebuilt with the given arguments and state (what a hostile
+    or damaged file can say)."""
+
+    def __init__(self, shape, state=None):
+        self.shape, self.state = shape, state
+
+    def __reduce__(self):
+        rebuild = np.zeros(1).__reduce__()[0]  # numpy's own array reconstructor: allowed
+        return (rebuild, (np.ndarray, self.shape, b"b")) + ((self.state,) if self.state is not None else ())
+
+
+def test_sizes_declared_in_template_files_are_bounded_before_allocating(tmp_path):
+    import pickle
+
+    import scipy.sparse
+
+    from avatarcli.templates import safe_load
+
+    sparse = scipy.sparse.csc_matrix(np.eye(3))
+    sparse._shape = (10**6, 10**6)  # 8 TB once dense
+    cases = {
+        "sparse.pkl": {"J_regressor": sparse},
+        "shape.pkl": {"v_template": _Declares((10**12,))},
+        "state.pkl": {"v_template": _Declares((0,), (1, (10**10,), np.dtype("O"), False, [1]))},
+    }
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(pickle.dumps(content, protocol=2))
+        with pytest.raises(AvatarError, match="larger than 1 GiB"):
+            safe_load.plain(safe_load.load_pickle(tmp_path / name), name)
+    header = "{'descr': '<f8', 'fortran_order': False, 'shape': (1000000000000, 3), }"
+    header += " " * (-(len(header) + 11) % 64) + "\n"
+    (tmp_path / "huge.npy").write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode())
+    with pytest.raises(AvatarError, match="truncated"):
+        safe_load.load_npy(tmp_path / "huge.npy")
+    np.savez(tmp_path / "ok.npz", a=np.arange(3))
+    assert safe_load.load_npz(tmp_path / "ok.npz")["a"].tolist() == [0, 1, 2]
