@@ -77,10 +77,14 @@ def mouth_regions(template: Template, points: torch.Tensor) -> tuple[torch.Tenso
     """Which rest-pose points (N, 3) are lips and which are mouth, from the template's iBUG-68 lips.
 
     Seen from the front (the rest pose faces +z), a point inside the outer lip outline is
-    mouth when it lies on the line where the lips meet (a band about 2 mm high at the middle
-    for a 5 cm mouth, narrowing to the corners: opening the jaw stretches it into the dark
-    opening) or behind the lips' front surface (the cavity); otherwise it is lip. Templates
-    without a landmark embedding have neither. Returns (lips, mouth), (N,) bool each.
+    mouth when it lies where the lips meet or behind the lips' front surface (the cavity);
+    otherwise it is lip. Where the lips meet is the opening between the inner lip outlines
+    where they are apart at rest, and at least a seam where they touch (about 5 mm high at
+    the middle for a 5 cm mouth, narrowing to the corners): opening the jaw stretches either
+    into the dark opening. The seam is not added to the opening: where the lips are apart,
+    that would reach past the inner outlines onto the lips' fronts and show a dark band
+    across a closed mouth. Templates without a landmark embedding have neither.
+    Returns (lips, mouth), (N,) bool each.
     """
     none = torch.zeros(len(points), dtype=torch.bool)
     try:
@@ -105,7 +109,7 @@ def mouth_regions(template: Template, points: torch.Tensor) -> tuple[torch.Tenso
     line_y = _interp(points[:, 0], middle[order, 0], middle[order, 1])
     gap = _interp(points[:, 0], middle[order, 0], ((upper - lower)[order, 1].abs() / 2))
     across = ((points[:, 0] - middle[2, 0]) / (width / 2)).clamp(-1.0, 1.0)
-    band = gap + 0.04 * width * (1.0 - across**2).sqrt()
+    band = torch.maximum(gap, 0.05 * width * (1.0 - across**2).sqrt())
     near = (points[:, 2] > front - 0.8 * width) & ~outside
     mouth = near & (((points[:, 1] - line_y).abs() < band) | (points[:, 2] < front - 0.12 * width))
     return near & ~mouth, mouth
