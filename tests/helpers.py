@@ -19,6 +19,23 @@ class Result:
     stderr: str
 
 
+def patch_api(monkeypatch, name: str, replacement) -> None:  # type: ignore[no-untyped-def]
+    """Replace ``name`` (a library function the commands call, e.g. ``load_template``) in every
+    module of ``avatarcli.api`` that uses it."""
+    import importlib
+    import pkgutil
+
+    import avatarcli.api
+
+    found = False
+    for info in pkgutil.iter_modules(avatarcli.api.__path__):
+        module = importlib.import_module(f"avatarcli.api.{info.name}")
+        if hasattr(module, name):
+            monkeypatch.setattr(module, name, replacement)
+            found = True
+    assert found, f"no module of avatarcli.api uses {name}"
+
+
 def run_cli(*args: str, stdin: bytes = b"") -> Result:
     """Run ``avatar ARGS`` in this process; returns exit code, stdout bytes and stderr text."""
     from avatarcli import cli

@@ -29,7 +29,7 @@ from avatarcli.model import avatar_file
 from avatarcli.motion.builtin import builtin_motion
 from avatarcli.motion.readers import write_motion
 
-from helpers import run_cli
+from helpers import patch_api, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -459,7 +459,7 @@ def test_an_unexpected_failure_is_one_line_naming_a_report(tmp_path, monkeypatch
     def broken(*args, **kwargs):
         raise RuntimeError("internal state\nwent wrong")
 
-    monkeypatch.setattr(api, "load_template", broken)
+    patch_api(monkeypatch, "load_template", broken)
     monkeypatch.setenv("AVATARCLI_CACHE", str(tmp_path / "cache"))
     r = run_cli("init", "-k", "1", "-o", str(tmp_path / "a.avatar"))
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
@@ -478,7 +478,7 @@ def test_an_unexpected_failure_without_a_writable_cache_still_says_so(tmp_path, 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(api, "builtin_motion", broken)
+    patch_api(monkeypatch, "builtin_motion", broken)
     blocker = tmp_path / "cache"
     blocker.write_text("a file where the report folders would be")
     monkeypatch.setenv("AVATARCLI_CACHE", str(blocker))
