@@ -22,6 +22,7 @@ from common import time_it, write_result
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--networks-only", action="store_true", help="only UNet + ControlNet")
+    ap.add_argument("--modes", default="eager,compile,compile-graphs", help="UNet + ControlNet modes to time (comma-separated)")
     args = ap.parse_args()
     dev = torch.device("cuda")
     comps = sd15_components(dev)
@@ -51,7 +52,8 @@ def main() -> None:
         fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
         comps.unet.to(memory_format=fmt)
         comps.controlnet.to(memory_format=fmt)
-        for mode in ("eager", "compile", "compile-graphs") if layout == "contiguous" else ("eager", "compile"):
+        modes = [m for m in args.modes.split(",") if layout == "contiguous" or m != "compile-graphs"]
+        for mode in modes:
             if mode == "eager":
                 unet, cn = comps.unet, comps.controlnet
             else:
@@ -59,7 +61,9 @@ def main() -> None:
                 unet, cn = torch.compile(comps.unet, **kw), torch.compile(comps.controlnet, **kw)
 
             @torch.no_grad()
-            def run(unet=unet, cn=cn, fmt=fmt) -> None:
+            def run(unet=unet, cn=cn, fmt=fmt, graphs=mode == "compile-graphs") -> None:
+                if graphs:  # a new step: the graphs may reuse the memory of the last call's outputs
+                    torch.compiler.cudagraph_mark_step_begin()
                 zz = z.contiguous(memory_format=fmt)
                 down, mid = cn(zz, t, encoder_hidden_states=emb, controlnet_cond=cond.contiguous(memory_format=fmt), return_dict=False)
                 unet(zz, t, encoder_hidden_states=emb, down_block_additional_residuals=down, mid_block_additional_residual=mid)
