@@ -434,7 +434,8 @@ def test_the_users_files_survive_a_folder_output(inputs, tmp_path):
 
 
 def test_valid_inputs_that_looked_odd_are_read(inputs, tmp_path):
-    """Big-endian arrays in a motion (valid data) and an ASCII 3DGS .ply are accepted."""
+    """Big-endian arrays in a motion (valid data), an ASCII 3DGS .ply and a null residual network
+    are accepted."""
     with np.load(inputs / "talk.npz") as data:
         arrays = {k: (data[k].astype(data[k].dtype.newbyteorder(">")) if data[k].dtype.kind == "f" else data[k]) for k in data.files}
     np.savez(tmp_path / "big.npz", **arrays)
@@ -445,6 +446,11 @@ def test_valid_inputs_that_looked_odd_are_read(inputs, tmp_path):
     r = run_cli("rig", str(tmp_path / "ascii.ply"), "-m", "head", "-o", str(tmp_path / "rigged.avatar"))
     assert r.code == 0, r.stderr
     assert len(avatar_file.load(tmp_path / "rigged.avatar")) == len(avatar_file.load(inputs / "head.avatar"))
+    # "residual": null is a body without a residual network, as when the key is absent
+    edited_avatar("body", meta_set("residual", None))(inputs, tmp_path)
+    r = run_cli("info", str(tmp_path / "bad.avatar"))
+    assert r.code == 0, r.stderr
+    assert avatar_file.load(tmp_path / "bad.avatar").binding.residual is None
 
 
 def test_the_table_has_no_duplicate_ids():

@@ -250,7 +250,7 @@ def _assemble(meta: dict[str, Any], tensors: dict[str, Tensor]) -> Avatar:
         _finite("binding.weights", weights)
         _finite("binding.bary", bary)
         binding = SkinningBinding(weights, _index(tensors, "binding.face_idx"), bary)
-        if "residual" in meta:
+        if meta.get("residual") is not None:
             binding.residual = _residual(meta["residual"], tensors)
     _shape("binding.face_idx", binding.face_idx, (n,))
     if int(binding.face_idx.min()) < 0 or int(binding.face_idx.max()) >= faces:

@@ -69,6 +69,22 @@ def _check_size(shape: Any, itemsize: int, where: str) -> None:
         raise AvatarError(f"{where}: an array of shape {dims} is larger than {size_text(MAX_ARRAY_BYTES)}, the most a template may hold")
 
 
+def _check_nested_size(value: list | tuple, where: str) -> None:
+    """Refuse nested lists that would make an array beyond MAX_ARRAY_BYTES. A pickle can share
+    one list many times, so a few bytes of file can declare billions of elements: the count
+    follows the first element down each level (a ragged list is not an array anyway) and is
+    bounded before numpy builds anything."""
+    dims: list[int] = []
+    node: Any = value
+    while isinstance(node, (list, tuple)):
+        dims.append(len(node))
+        if math.prod(dims) * 8 > MAX_ARRAY_BYTES:
+            raise AvatarError(f"{where}: nested lists of at least {math.prod(dims):,} values, more than a template may hold")
+        if not node:
+            break
+        node = node[0]
+
+
 class _BoundedArray(np.ndarray):
     """What a pickle's arrays are rebuilt as: an ndarray whose state (shape, dtype, data) is
     checked against MAX_ARRAY_BYTES before numpy allocates it."""
@@ -158,6 +174,8 @@ def plain(value: Any, where: str) -> np.ndarray | dict | None:
             return np.asarray(value.todense())
         except (AttributeError, ValueError, TypeError, IndexError) as exc:
             raise AvatarError(f"{where}: not a readable sparse matrix ({str(exc)[:80]})") from exc
+    if isinstance(value, (list, tuple)):
+        _check_nested_size(value, where)
     try:
         array = np.asarray(value)
     except (ValueError, TypeError):

@@ -344,6 +344,12 @@ def test_sizes_declared_in_template_files_are_bounded_before_allocating(tmp_path
         (tmp_path / name).write_bytes(pickle.dumps(content, protocol=2))
         with pytest.raises(AvatarError, match="larger than 1 GiB"):
             safe_load.plain(safe_load.load_pickle(tmp_path / name), name)
+    row = [0.5] * 1000
+    plane = [row] * 1000
+    (tmp_path / "lists.pkl").write_bytes(pickle.dumps({"v_template": [plane] * 1000}, protocol=2))  # 8 GB from a few KB
+    assert (tmp_path / "lists.pkl").stat().st_size < 20_000
+    with pytest.raises(AvatarError, match="more than a template may hold"):
+        safe_load.plain(safe_load.load_pickle(tmp_path / "lists.pkl"), "lists.pkl")
     header = "{'descr': '<f8', 'fortran_order': False, 'shape': (1000000000000, 3), }"
     header += " " * (-(len(header) + 11) % 64) + "\n"
     (tmp_path / "huge.npy").write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode())
