@@ -9,6 +9,7 @@ from avatarcli.api.inputs import check_kind
 from avatarcli.errors import AvatarError
 from avatarcli.fileio import check_output
 from avatarcli.motion.fitting import frame_ranges
+from avatarcli.motion.landmarks import load_mediapipe
 from avatarcli.motion.motion import Motion
 from avatarcli.motion.readers import write_motion
 from avatarcli.motion.tracking import Progress, TrackSettings, span_seconds, track_video
@@ -58,6 +59,7 @@ def track(
         check_output(output)
     info = probe_video(video)
     span_seconds(info, s)
+    load_mediapipe()  # says how to install it before a template is built
     tracked = track_video(info, load_template(model, template), s, on_progress)
     if output is not None:
         write_motion(tracked.motion, output)

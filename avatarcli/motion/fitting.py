@@ -201,7 +201,9 @@ def fill_missing(values: Tensor, found: Tensor) -> Tensor:
     """Per-frame values (T, ...) with frames not ``found`` (T,) taken from the nearest found frame."""
     idx = torch.arange(len(found))
     ok = idx[found]
-    nearest = ok[(idx[:, None] - ok[None]).abs().argmin(1)]
+    after = torch.searchsorted(ok, idx).clamp(max=len(ok) - 1)  # the first found frame at or after each
+    before = (after - 1).clamp(min=0)
+    nearest = torch.where((idx - ok[before]).abs() <= (ok[after] - idx).abs(), ok[before], ok[after])  # ties: the earlier
     return values[nearest]
 
 

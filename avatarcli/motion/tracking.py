@@ -13,9 +13,12 @@ Refused in one line, before anything is written: what is not a video, a clip lon
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
+
+import numpy as np
 
 from avatarcli.errors import AvatarError
 from avatarcli.motion.fitting import DEFAULT_FOV, Camera, check_found
@@ -62,19 +65,35 @@ class TrackSettings:
 
 
 def span_seconds(info: VideoInfo, settings: TrackSettings) -> float:
-    """Seconds of ``info`` that ``settings`` select; AvatarError when none or too many."""
+    """Seconds of ``info`` that ``settings`` select; AvatarError when none or too many. Infinite
+    when the file does not state its length and no end is given (the frames read are then
+    bounded instead, see :func:`track_video`)."""
     start = settings.start or 0.0
     total = info.seconds if info.seconds > 0 else math.inf
     if start >= total:
         raise AvatarError(f"{info.name} lasts {info.seconds:.2f} s: nothing is left after {start:g} s")
     end = min(settings.end, total) if settings.end is not None else total
     span = end - start
-    if span > MAX_SECONDS:
+    if math.isfinite(span) and span > MAX_SECONDS:
         length = f"{info.seconds / 60:.1f} minutes" if settings.start is None and settings.end is None else f"a span of {span:.0f} s"
         raise AvatarError(
             f"{info.name} gives {length}; avatar track takes clips up to {MAX_SECONDS / 60:g} minutes: choose a part with --start/--end"
         )
     return span
+
+
+def _at_most(frames: Generator[np.ndarray, None, None], limit: int, name: str) -> Iterator[np.ndarray]:
+    """``frames``, refusing a clip of more than ``limit`` (a file that does not state its length
+    is only found too long while it is read)."""
+    try:
+        for i, frame in enumerate(frames):
+            if i >= limit:
+                raise AvatarError(
+                    f"{name} runs past {MAX_SECONDS / 60:g} minutes, the longest clip avatar track takes: choose a part with --start/--end"
+                )
+            yield frame
+    finally:
+        frames.close()
 
 
 @dataclass
@@ -109,21 +128,21 @@ def track_video(info: VideoInfo, template: Template, settings: TrackSettings, on
     load_mediapipe()  # says how to install it before any decoding
     report = on_progress or (lambda stage, done, total: None)
     expected = max(1, round(span * info.fps) + 1) if math.isfinite(span) else info.frames_estimate
-    frames = read_frames(info, settings.start, settings.end)
+    limit = round(MAX_SECONDS * info.fps) + 1
+    frames = contextlib.closing(_at_most(read_frames(info, settings.start, settings.end), limit, info.name))
 
     def detected(done: int) -> None:
         report("detecting", done, max(expected, done))
 
     camera = Camera(info.width, info.height, settings.fov, settings.elevation)
     landmarks: FaceLandmarks | BodyLandmarks
-    if template.kind == "head":
-        landmarks = detect_faces(frames, info.width, info.height, detected)
-        check_found(landmarks.found, info.fps, "face", info.name)
-        steps = sum(fit_head.STEPS)
-    else:
-        landmarks = detect_bodies(frames, info.width, info.height, settings.hands, detected)
-        check_found(landmarks.found, info.fps, "person", info.name)
-        steps = sum(fit_body.STEPS)
+    with frames as decoded:  # the decoder stops at once on an error, not when collected
+        if template.kind == "head":
+            landmarks = detect_faces(decoded, info.width, info.height, detected)
+        else:
+            landmarks = detect_bodies(decoded, info.width, info.height, settings.hands, detected)
+    check_found(landmarks.found, info.fps, "face" if template.kind == "head" else "person", info.name)
+    steps = sum(fit_head.STEPS if template.kind == "head" else fit_body.STEPS)
     report("detecting", len(landmarks.found), len(landmarks.found))
     count = [0]
 

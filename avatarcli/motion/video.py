@@ -8,7 +8,7 @@ memory whole. Anything ffmpeg cannot read as a moving picture is refused in one 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,7 +96,7 @@ def probe_video(path: str | Path) -> VideoInfo:
     return VideoInfo(p, fps, width, height, seconds, codec)
 
 
-def read_frames(info: VideoInfo, start: float | None = None, end: float | None = None) -> Iterator[np.ndarray]:
+def read_frames(info: VideoInfo, start: float | None = None, end: float | None = None) -> Generator[np.ndarray, None, None]:
     """The frames (H, W, 3) uint8 between ``start`` and ``end`` seconds, in order.
 
     Seeking to ``start`` is left to ffmpeg (frame-accurate when decoding); ``end`` stops after

@@ -100,6 +100,13 @@ def test_gaps_are_bridged_and_long_ones_refused():
         check_found(np.zeros(60, dtype=bool), 30.0, "person", "clip.mp4")
     values = torch.arange(6.0)[:, None]
     assert fill_missing(values, torch.tensor([False, True, True, False, False, True]))[:, 0].tolist() == [1, 1, 2, 2, 5, 5]
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):  # against the plain definition: the nearest found frame, the earlier on a tie
+        found_r = torch.rand(40, generator=gen) < 0.3
+        found_r[int(torch.randint(40, (1,), generator=gen))] = True
+        ok = torch.nonzero(found_r)[:, 0]
+        want = ok[(torch.arange(40)[:, None] - ok[None]).abs().argmin(1)]
+        assert torch.equal(fill_missing(torch.arange(40.0)[:, None], found_r)[:, 0].long(), want)
 
 
 def test_smoothness_costs_the_same_motion_alike_at_any_rate():

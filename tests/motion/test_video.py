@@ -84,3 +84,30 @@ def test_a_truncated_video_is_refused(tmp_path):
         info = probe_video(cut)
         list(read_frames(info))
     assert "\n" not in str(err.value)
+
+
+def test_a_video_of_unstated_length_is_bounded_while_read(tmp_path):
+    """A container without a duration is not refused up front; reading it stops with one line
+    past the longest clip."""
+    from avatarcli.errors import AvatarError
+    from avatarcli.motion.tracking import MAX_SECONDS, TrackSettings, _at_most, span_seconds
+    from avatarcli.motion.video import VideoInfo
+
+    info = VideoInfo(tmp_path / "raw.h264", 30.0, 64, 64, 0.0, "h264")
+    assert span_seconds(info, TrackSettings()) == float("inf")
+    assert span_seconds(info, TrackSettings(start=1.0, end=3.0)) == 2.0
+    with pytest.raises(AvatarError, match="choose a part"):
+        span_seconds(info, TrackSettings(start=0.0, end=MAX_SECONDS + 5.0))
+
+    closed = []
+
+    def frames():
+        try:
+            yield from (np.zeros((2, 2, 3), np.uint8) for _ in range(10))
+        finally:
+            closed.append(True)
+
+    assert len(list(_at_most(frames(), 10, "raw.h264"))) == 10
+    with pytest.raises(AvatarError, match=r"raw.h264 runs past 10 minutes"):
+        list(_at_most(frames(), 5, "raw.h264"))
+    assert closed == [True, True]
