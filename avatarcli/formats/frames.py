@@ -110,11 +110,15 @@ class FrameWriter:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        with interruptions_held():
-            self._queue.put(None)
+        late: BaseException | None = None
+        try:
+            with interruptions_held():
+                self._queue.put(None)
+        except BaseException as held:  # an interruption that came during the put: a failure like any
+            late = held
         if self._thread is not None:
             self._thread.join()
-        ours = self._error or (AvatarError("no frames were written") if exc is None and self._count == 0 else None)
+        ours = late or self._error or (AvatarError("no frames were written") if exc is None and self._count == 0 else None)
         failure = exc or ours
         if failure is None:
             self._ctx.__exit__(None, None, None)  # move the finished output into place

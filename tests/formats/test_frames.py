@@ -46,6 +46,33 @@ def test_a_failing_write_after_the_last_frame_is_raised_not_hung(tmp_path, monke
     assert list(tmp_path.iterdir()) == []  # no partial output
 
 
+@pytest.mark.parametrize("name", ["clip.gif", "clip"])
+def test_an_interruption_while_closing_discards_the_output(tmp_path, monkeypatch, name):
+    """Ctrl-C that arrives while the end of the frames is queued (held until the put is done)
+    still ends with the encoder joined and the partial output removed."""
+    import contextlib
+
+    closing = threading.Event()
+
+    @contextlib.contextmanager
+    def held():
+        yield
+        if closing.is_set():
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(frames, "interruptions_held", held)
+
+    def write():
+        with FrameWriter(tmp_path / name, fps=10.0, size=(8, 8)) as w:
+            for _ in range(3):
+                w.add(np.zeros((8, 8, 3), np.uint8))
+            closing.set()
+
+    error = _finishes(write)
+    assert isinstance(error, KeyboardInterrupt)
+    assert list(tmp_path.iterdir()) == []  # nothing left behind, not even a hidden partial file
+
+
 def test_png_names_sort_in_frame_order(tmp_path):
     assert frame_name("frame", 7, 12_000) == "frame_00007.png" and frame_name("frame", 7, None) == "frame_0007.png"
     with FrameWriter(tmp_path / "long", fps=10.0, size=(4, 4), frames=12_000) as w:
