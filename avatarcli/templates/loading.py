@@ -94,6 +94,14 @@ def _cached_folder(root: Path, kind: Kind, build: Callable[[Path], None]) -> Pat
     builds (the others wait and reuse it), into a temporary folder renamed into place."""
     if _model_file(root, kind).exists():
         return root
+    try:
+        return _build_locked(root, kind, build)
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise AvatarError(f"cannot write the template cache {root.parent} ({why}); set AVATARCLI_CACHE to a writable folder") from exc
+
+
+def _build_locked(root: Path, kind: Kind, build: Callable[[Path], None]) -> Path:
     root.parent.mkdir(parents=True, exist_ok=True)
     with open(root.parent / f".{root.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -146,9 +154,12 @@ def _user_copy(kind: Kind, model_file: Path, model_sha256: str) -> Path:
 
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    except OSError as exc:
+        raise AvatarError(f"cannot read {path}: {exc.strerror or exc}") from exc
     return h.hexdigest()
 
 

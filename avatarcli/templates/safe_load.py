@@ -128,7 +128,8 @@ class _ArraysOnly(pickle.Unpickler):
 
 def load_pickle(path: Path) -> Any:
     """Unpickle a template file, allowing only arrays (see the module docstring)."""
-    with open(path, "rb") as fh:
+    data = read_bytes(path, "template file", MAX_FILE_BYTES)
+    with io.BytesIO(data) as fh:
         try:
             return _ArraysOnly(fh, path).load()
         except AvatarError:

@@ -357,3 +357,13 @@ def test_sizes_declared_in_template_files_are_bounded_before_allocating(tmp_path
         safe_load.load_npy(tmp_path / "huge.npy")
     np.savez(tmp_path / "ok.npz", a=np.arange(3))
     assert safe_load.load_npz(tmp_path / "ok.npz")["a"].tolist() == [0, 1, 2]
+
+
+def test_an_unwritable_template_cache_is_one_line(tmp_path, monkeypatch):
+    from avatarcli.templates.loading import load_template
+
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder would be")
+    monkeypatch.setenv("AVATARCLI_CACHE", str(blocker))
+    with pytest.raises(AvatarError, match="set AVATARCLI_CACHE to a writable folder"):
+        load_template("head")
