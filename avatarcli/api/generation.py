@@ -255,7 +255,9 @@ def _generate_spawned(
     history: str | None,
 ) -> GenerateResult:
     """Start ``o.gpus`` processes, one per device, and relay the first one's progress."""
+    import os
     import queue as queue_module
+    import signal
 
     import torch.multiprocessing as mp
 
@@ -273,16 +275,27 @@ def _generate_spawned(
     ]
     for p in procs:
         p.start()
-    finished, failure, interrupted = 0, None, False
+    finished, failure, interrupted, signum = 0, None, False, signal.SIGINT
     while finished < len(procs):
         try:
             event = events.get(timeout=1.0)
         except queue_module.Empty:
+            if all(not p.is_alive() for p in procs):  # every process has ended and said all it will
+                if not interrupted:
+                    failure = failure or "a training process ended unexpectedly"
+                break
             if any(p.exitcode not in (None, 0) for p in procs) and failure is None and not interrupted:
                 failure = "a training process ended unexpectedly"
                 break
             continue
-        except KeyboardInterrupt:  # the processes got the signal too: they finish the step and save
+        except KeyboardInterrupt as exc:
+            # a terminal's Ctrl-C reached the processes too, `kill PID` only this one: tell them
+            # (SIGTERM, which they take as a request to stop after the step even if they had it)
+            if not interrupted:
+                signum = getattr(exc, "signum", signal.SIGINT)
+                for p in procs:
+                    if p.is_alive() and p.pid is not None:
+                        os.kill(p.pid, signal.SIGTERM)
             interrupted = True
             continue
         kind = event[0]
@@ -301,7 +314,7 @@ def _generate_spawned(
         if p.is_alive():
             p.terminate()
     if interrupted:
-        raise Interrupted()
+        raise Interrupted(signum)
     if failure is not None:
         raise AvatarError(failure) if not failure.startswith("Traceback") else RuntimeError(failure)
     avatar = avatar_file.load(out)
