@@ -510,3 +510,18 @@ def test_standard_input_is_read_from_files_and_pipes_not_devices(inputs, tmp_pat
         r = subprocess.run(command, stdin=fh, capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["kind"] == "head"
+
+
+def test_refusals_found_by_trying_the_commands(inputs, tmp_path):
+    """Sizes that would exhaust memory, a span with no frames, and a motion that is neither a
+    file nor a built-in name: one line each, exit 2, naming what is wrong."""
+    r = run_cli("init", "-k", "100000", "-o", str(tmp_path / "a.avatar"))
+    assert r.code == 2 and "points per triangle must be 1 to 100 (got 100000)" in r.stderr, r.stderr
+    head = str(inputs / "head.avatar")
+    r = run_cli("animate", head, "talk", "--start", "10", "--size", "16", "-o", str(tmp_path / "a.gif"))
+    assert r.code == 2 and "no frames after 10 s" in r.stderr and "None" not in r.stderr, r.stderr
+    r = run_cli("animate", head, "nosuch", "--size", "16", "-o", str(tmp_path / "a.gif"))
+    assert r.code == 2 and "nosuch is neither a motion file nor a built-in motion (" in r.stderr and "talk" in r.stderr, r.stderr
+    r = run_cli("export", head, "-o", str(tmp_path / "k.ply"), "--format", "glb")
+    assert r.code == 2 and "names a .ply file" in r.stderr, r.stderr
+    assert list(tmp_path.iterdir()) == []

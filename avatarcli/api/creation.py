@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from avatarcli.api.inputs import AvatarInput, check_finite, check_kind, check_seed, load_avatar, save_avatar
+from avatarcli.api.inputs import AvatarInput, check_finite, check_kind, check_points_per_triangle, check_seed, load_avatar, save_avatar
 from avatarcli.errors import AvatarError
 from avatarcli.fileio import check_output
 from avatarcli.formats.ply import read_ply
@@ -32,8 +32,7 @@ def init(
     Writes ``output`` (``-``: stdout) when given; returns the avatar.
     """
     check_kind(model)
-    if points_per_triangle < 1:
-        raise AvatarError(f"points per triangle must be at least 1 (got {points_per_triangle})")
+    check_points_per_triangle(points_per_triangle)
     check_seed(seed)
     if output is not None:
         check_output(output)

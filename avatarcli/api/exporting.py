@@ -20,22 +20,35 @@ from avatarcli.templates.loading import load_template
 from avatarcli.templates.template import Pose, Template
 
 EXPORT_FORMATS = ("ply", "compressed-ply", "splat", "glb", "splat-gltf", "html")
+# the kind of file each format is: a name may pick any format of its kind (a KHR splat .glb is a .glb)
+CONTAINERS = {"ply": "ply", "compressed-ply": "ply", "splat": "splat", "glb": "glb", "splat-gltf": "glb", "html": "html"}
 
 
 def export_format(output: str | Path, fmt: str | None = None) -> str:
-    """The export format ``fmt`` names, or the one the output's name implies."""
+    """The export format ``fmt`` names, or the one the output's name implies; a name that
+    implies another format than ``fmt`` is refused (the file would mislead every tool)."""
+    if fmt is not None and fmt not in EXPORT_FORMATS:
+        raise AvatarError(f"unknown export format {fmt!r}: choose {', '.join(EXPORT_FORMATS)}")
+    implied = _implied_format(output)
     if fmt is not None:
-        if fmt not in EXPORT_FORMATS:
-            raise AvatarError(f"unknown export format {fmt!r}: choose {', '.join(EXPORT_FORMATS)}")
+        if implied is not None and CONTAINERS[implied] != CONTAINERS[fmt]:
+            named, written = CONTAINERS[implied], CONTAINERS[fmt]
+            raise AvatarError(f"{output} names a .{named} file but {fmt} is written as .{written}: rename it or drop the format")
         return fmt
+    if implied is None:
+        raise AvatarError(
+            f"cannot tell the export format of {output}: use .ply, .compressed.ply, .splat, .glb, .splat.glb or .html (or name the format)"
+        )
+    return implied
+
+
+def _implied_format(output: str | Path) -> str | None:
     name = str(output).lower()
     for suffix, f in ((".compressed.ply", "compressed-ply"), (".splat.glb", "splat-gltf"), (".ply", "ply"), (".splat", "splat"),
                       (".glb", "glb"), (".html", "html"), (".htm", "html")):  # fmt: skip
         if name.endswith(suffix):
             return f
-    raise AvatarError(
-        f"cannot tell the export format of {output}: use .ply, .compressed.ply, .splat, .glb, .splat.glb or .html (or name the format)"
-    )
+    return None
 
 
 def _motion_poses(motion: Motion, template: Template) -> Pose:

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from avatarcli.api.inputs import AvatarInput, check_finite, check_seed, load_avatar
+from avatarcli.api.inputs import AvatarInput, check_finite, check_points_per_triangle, check_seed, load_avatar
 from avatarcli.devices import resolve_device
 from avatarcli.errors import AvatarError
 from avatarcli.fileio import check_output
@@ -122,8 +122,7 @@ def check_generate_inputs(prompt: str, output: str | Path, options: GenerateOpti
     check_finite("the guidance scale", o.cfg_scale)
     if o.checkpoint_every < 0 or o.preview_every < 0:
         raise AvatarError("checkpoint and preview intervals must be 0 (off) or positive")
-    if o.points_per_triangle < 1:
-        raise AvatarError(f"points per triangle must be at least 1 (got {o.points_per_triangle})")
+    check_points_per_triangle(o.points_per_triangle)
     if o.gpus < 1:
         raise AvatarError(f"the number of GPUs must be at least 1 (got {o.gpus})")
     if cfg.batch % o.gpus:

@@ -9,7 +9,7 @@ from pathlib import Path
 from avatarcli.errors import AvatarError
 from avatarcli.model import avatar_file
 from avatarcli.model.avatar import Avatar
-from avatarcli.motion.builtin import builtin_motion, find_builtin
+from avatarcli.motion.builtin import BUILTINS, builtin_motion, find_builtin
 from avatarcli.motion.motion import Motion
 from avatarcli.motion.readers import read_motion
 from avatarcli.templates.loading import KINDS
@@ -19,6 +19,7 @@ MotionInput = Motion | str | Path
 MAX_SEED = 2**63 - 1
 MAX_PIXELS = 1 << 26  # pixels rendered at once (64 views of 1024 x 1024): bounds render's views, animate's batch
 MAX_BATCH = 256
+MAX_POINTS_PER_TRIANGLE = 100  # about 2 million Gaussians on the body, 1.2 million on the head
 
 
 def check_kind(kind: str | None, what: str = "model kind") -> None:
@@ -43,6 +44,12 @@ def check_finite(name: str, value: float | None, low: float | None = None, high:
         raise AvatarError(f"{name} must be at most {high:g} (got {value:g})")
 
 
+def check_points_per_triangle(k: int) -> None:
+    if not 1 <= k <= MAX_POINTS_PER_TRIANGLE:
+        most = MAX_POINTS_PER_TRIANGLE
+        raise AvatarError(f"points per triangle must be 1 to {most} (got {k}); more Gaussians than that would not fit in memory")
+
+
 def load_avatar(avatar: AvatarInput) -> Avatar:
     """An avatar object as it is, or read from a path (``-`` for stdin)."""
     return avatar if isinstance(avatar, Avatar) else avatar_file.load(avatar)
@@ -58,8 +65,11 @@ def load_motion(motion: MotionInput, kind: str | None = None, fps: float | None 
     if isinstance(motion, Motion):
         return motion.validate()
     path = Path(motion)
-    if not path.exists() and path.suffix == "" and find_builtin(str(motion), kind) is not None:
-        return builtin_motion(str(motion), kind)
+    if not path.exists() and path.suffix == "":
+        if find_builtin(str(motion), kind) is not None:
+            return builtin_motion(str(motion), kind)
+        names = sorted({n for group in BUILTINS.values() for n in group})
+        raise AvatarError(f"{motion} is neither a motion file nor a built-in motion ({', '.join(names)})")
     return read_motion(path, fps)
 
 

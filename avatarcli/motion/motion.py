@@ -97,7 +97,8 @@ class Motion:
         if end is not None:
             keep &= t <= end + 1e-9
         if not bool(keep.any()):
-            raise AvatarError(f"no frames between {start} s and {end} s (the motion lasts {self.duration:.2f} s)")
+            span = f"after {start:g} s" if end is None else f"before {end:g} s" if start is None else f"between {start:g} s and {end:g} s"
+            raise AvatarError(f"no frames {span} (the motion lasts {self.duration:.2f} s)")
         idx = torch.nonzero(keep)[:, 0]
         return replace(self, rotations=self.rotations[idx], expression=self.expression[idx], translation=self.translation[idx])
 

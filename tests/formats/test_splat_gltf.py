@@ -9,6 +9,7 @@ import torch
 from plyfile import PlyData
 
 from avatarcli import api
+from avatarcli.errors import AvatarError
 from avatarcli.formats.glb import FLOAT, UINT8, accessor_array, read_glb_json
 from avatarcli.formats.splat_gltf import EXTENSION, build_splat_glb, sh_attribute
 from avatarcli.model.gaussians import Gaussians
@@ -113,3 +114,6 @@ def test_format_by_name_and_by_option(head_avatar, tmp_path):
     api.export(head_avatar, out, fmt="splat-gltf")
     js, _ = read_glb_json(out.read_bytes())
     assert EXTENSION in js["extensionsUsed"] and "skins" not in js
+    with pytest.raises(AvatarError, match=r"names a \.ply file but glb is written as \.glb"):
+        api.export_format("k.ply", "glb")
+    assert api.export_format("k.ply", "compressed-ply") == "compressed-ply"
