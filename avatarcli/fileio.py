@@ -271,35 +271,19 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     was; a write that fails for want of space or permission is one ``AvatarError``.
     """
     target = Path(path)
-    parent = target.parent
-    if not parent.is_dir():
-        raise AvatarError(f"folder {parent} does not exist")
     suffix = target.suffix if suffix is None else suffix
 
     def make() -> str:
-        fd, name = tempfile.mkstemp(dir=parent, prefix=f".{target.name}.", suffix=f".partial{suffix}")
+        fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=f".partial{suffix}")
         os.close(fd)
         return name
 
-    try:
-        tmp = _temporary(make)
-    except OSError as exc:
-        raise AvatarError(f"cannot write into folder {parent}: {exc.strerror}") from exc
-    try:
-        yield tmp
+    def publish(tmp: Path) -> None:
         _publish_mode(tmp)
-        with interruptions_held():
-            os.replace(tmp, target)
-            _PARTIAL.discard(tmp)
-    except OSError as exc:
-        _discard(tmp)
-        error = write_error(target, exc)
-        if error is None:
-            raise
-        raise error from exc
-    except BaseException:
-        _discard(tmp)
-        raise
+        os.replace(tmp, target)
+
+    with _staged(target, make, publish) as tmp:
+        yield tmp
 
 
 @contextlib.contextmanager
@@ -311,20 +295,33 @@ def atomic_folder(path: str | Path, force: bool = False) -> Iterator[Path]:
     replacing only files of the same names.
     """
     target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise AvatarError(f"{target} exists and is not a folder")
+
+    def publish(tmp: Path) -> None:
+        _publish_mode(tmp, folder=True)
+        _move_into(tmp, target, force)
+
+    with _staged(target, lambda: tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"), publish) as tmp:
+        yield tmp
+
+
+@contextlib.contextmanager
+def _staged(target: Path, make: Callable[[], str], publish: Callable[[Path], None]) -> Iterator[Path]:
+    """The temporary ``make`` creates beside ``target``, given to ``publish`` (uninterrupted)
+    when the block succeeds and removed otherwise; a write that fails for want of space or
+    permission is one ``AvatarError``."""
     parent = target.parent
     if not parent.is_dir():
         raise AvatarError(f"folder {parent} does not exist")
-    if target.exists() and not target.is_dir():
-        raise AvatarError(f"{target} exists and is not a folder")
     try:
-        tmp = _temporary(lambda: tempfile.mkdtemp(dir=parent, prefix=f".{target.name}.partial-"))
+        tmp = _temporary(make)
     except OSError as exc:
         raise AvatarError(f"cannot write into folder {parent}: {exc.strerror}") from exc
     try:
         yield tmp
-        _publish_mode(tmp, folder=True)
         with interruptions_held():
-            _move_into(tmp, target, force)
+            publish(tmp)
             _PARTIAL.discard(tmp)
     except OSError as exc:
         _discard(tmp)

@@ -36,6 +36,35 @@ def patch_api(monkeypatch, name: str, replacement) -> None:  # type: ignore[no-u
     assert found, f"no module of avatarcli.api uses {name}"
 
 
+def sigterm_when(args: list[str], cwd, ready, what: str, wait: float = 120.0) -> tuple[int, str]:  # type: ignore[no-untyped-def]
+    """Run ``python -m avatarcli ARGS`` (this checkout's code) in ``cwd``, send it SIGTERM once
+    ``ready()`` holds, and return its exit status and stderr. Fails the test when ``what``
+    (the awaited state) does not come within ``wait`` seconds, or the command is still
+    running ``wait`` seconds after the signal."""
+    import os
+    import signal
+    import subprocess
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "avatarcli", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + wait
+    while not ready():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"no {what} within {wait:g} s"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, stderr = proc.communicate(timeout=wait)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError(f"still running {wait:g} s after SIGTERM: {proc.communicate()[1][-3000:]}") from None
+    return proc.returncode, stderr
+
+
 def run_cli(*args: str, stdin: bytes = b"") -> Result:
     """Run ``avatar ARGS`` in this process; returns exit code, stdout bytes and stderr text."""
     from avatarcli import cli

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,9 +14,7 @@ import torch
 from avatarcli.model import avatar_file
 from avatarcli.signals import Interrupted, interrupts_raise
 
-from helpers import patch_api, run_cli
-
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import patch_api, run_cli, sigterm_when
 
 
 def test_sigterm_raises_within_the_block_and_not_after():
@@ -92,21 +88,8 @@ def test_ctrl_c_during_generate_saves_and_exits_130(tmp_path, monkeypatch):
 def test_sigterm_during_animate_leaves_no_partial_file(small_head, tmp_path, output):
     """A real ``avatar animate`` process gets SIGTERM while it writes: it says it was
     interrupted, exits 130 and removes its partial output."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "avatarcli", "animate", str(small_head), "walk", "-o", str(tmp_path / output), "--fps", "60",
-               "--size", "64", "--batch", "1"]  # fmt: skip
-    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not any(".partial" in p.name for p in tmp_path.iterdir()):
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "no partial output appeared"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    try:
-        _, stderr = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        pytest.fail(f"still running two minutes after SIGTERM: {proc.communicate()[1][-3000:]}")
-    assert proc.returncode == 130, stderr
+    args = ["animate", str(small_head), "walk", "-o", str(tmp_path / output), "--fps", "60", "--size", "64", "--batch", "1"]
+    code, stderr = sigterm_when(args, tmp_path, lambda: any(".partial" in p.name for p in tmp_path.iterdir()), "partial output")
+    assert code == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert list(tmp_path.iterdir()) == []

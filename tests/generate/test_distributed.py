@@ -104,30 +104,13 @@ def test_cli_generate_on_two_processes(tmp_path: Path) -> None:
 def test_sigterm_to_the_first_process_stops_them_all(tmp_path: Path) -> None:
     """`kill PID` reaches only the process the user started: it tells the training processes,
     which finish their step and checkpoint; the command exits 130 well before the run's end."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
+    from helpers import sigterm_when
 
-    root = Path(__file__).resolve().parents[2]
     out = tmp_path / "k.avatar"
-    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "avatarcli", "generate", "a knight", "--guidance", "tiny", "--gpus", "2", "--device", "cpu",
-               "--steps", "100000", "--batch", "2", "--resolution", "32", "-k", "1", "--checkpoint-every", "1", "-o", str(out)]  # fmt: skip
-    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while not out.with_suffix(".ckpt").exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "no checkpoint within 4 minutes"
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    try:
-        _, err = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise AssertionError("the training processes kept going after SIGTERM") from None
-    assert proc.returncode == 130, err
+    args = ["generate", "a knight", "--guidance", "tiny", "--gpus", "2", "--device", "cpu", "--steps", "100000", "--batch", "2",
+            "--resolution", "32", "-k", "1", "--checkpoint-every", "1", "-o", str(out)]  # fmt: skip
+    code, err = sigterm_when(args, tmp_path, out.with_suffix(".ckpt").exists, "checkpoint", wait=240.0)
+    assert code == 130, err
     assert "interrupted" in err
     av = avatar_file.load(out)
     assert av.meta["stage"].startswith("animate@") or av.meta["stage"].startswith("canonical@"), av.meta["stage"]
