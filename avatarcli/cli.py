@@ -232,7 +232,7 @@ def generate(
     if guidance == "tiny":
         warn("--guidance tiny uses small random networks: the avatar will be noise (this checks the machinery, offline)")
     columns = (TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[gaussians]} Gaussians"), TextColumn("{task.fields[rate]}"))
-    ckpt = Path(out).with_suffix(".ckpt")
+    ckpt = api.checkpoint_path(out)
     try:
         with progress(*columns) as bar:
             task = bar.add_task(f"generate {model}", total=None, loss="-", gaussians="", rate="")
@@ -255,7 +255,11 @@ def generate(
                                   history=_command_line())  # fmt: skip
     except Interrupted:
         if ckpt.exists():
-            saved = escape(f"saved {out} and {ckpt}; continue with the same command and --resume")
+            partial = api.unfinished_path(out)
+            saved = escape(
+                f"saved {ckpt} and the avatar so far as {partial}; continue with the same command and --resume"
+                f" ({out} is written when the run ends)"
+            )
             console.print(f"[yellow]interrupted:[/yellow] {saved}")
         else:
             console.print("[yellow]interrupted[/yellow] before the first step: nothing was saved")

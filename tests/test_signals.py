@@ -80,8 +80,37 @@ def test_ctrl_c_during_generate_saves_and_exits_130(tmp_path, monkeypatch):
     r = run_cli("generate", "x", "--guidance", "tiny", "--steps", "5", "--batch", "1", "--resolution", "32", "-k", "1", "-o", str(out))
     assert r.code == 130, r.stderr
     assert "--resume" in r.stderr
-    # the signal came after step 2 had looked for one: step 3 is the step under way, finished and saved
-    assert avatar_file.load(out).meta["stage"] == "animate@3"
+    # the signal came after step 2 had looked for one: step 3 is the step under way, finished and
+    # saved as g.unfinished.avatar; g.avatar is left for the finished run (a Makefile target)
+    assert avatar_file.load(tmp_path / "g.unfinished.avatar").meta["stage"] == "animate@3"
+    assert not out.exists()
+    assert "g.unfinished.avatar" in r.stderr.replace("\n", "")  # the console wraps long lines
+
+
+def test_resume_keeps_the_commands_of_the_interrupted_run(tmp_path, monkeypatch):
+    """The resumed avatar's history names the command that started the run and the one that
+    resumed it (the checkpoint carries the first)."""
+    from avatarcli.generate.trainer import Trainer
+
+    step, armed = Trainer.train_step, [True]
+
+    def step_then_ctrl_c(self):
+        report = step(self)
+        if armed[0] and self.step == 2:
+            armed[0] = False
+            os.kill(os.getpid(), signal.SIGINT)
+        return report
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_ctrl_c)
+    out = tmp_path / "g.avatar"
+    args = ("generate", "x", "--guidance", "tiny", "--steps", "5", "--batch", "1", "--resolution", "32", "-k", "1", "-o", str(out))
+    assert run_cli(*args).code == 130
+    r = run_cli(*args, "--resume")
+    assert r.code == 0, r.stderr
+    commands = [h["command"] for h in avatar_file.load(out).meta["history"]]
+    assert len(commands) == 2, commands
+    assert "generate" in commands[0] and "--resume" not in commands[0] and "--resume" in commands[1]
+    assert not (tmp_path / "g.unfinished.avatar").exists()
 
 
 @pytest.mark.parametrize("output", ["clip.mp4", "clip.gif", "frames"])

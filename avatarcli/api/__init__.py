@@ -21,6 +21,7 @@ from avatarcli.api.inputs import AvatarInput, MotionInput, check_finite, check_k
 from avatarcli.api.motions import builtin_motions, motion
 from avatarcli.api.playback import AnimateResult, animate, check_animate_inputs, render
 from avatarcli.api.tracking import TrackResult, track
+from avatarcli.generate.checkpoint import checkpoint_path, unfinished_path
 from avatarcli.generate.trainer import StepReport
 from avatarcli.motion.tracking import TrackSettings
 from avatarcli.render.clip import AnimateOptions
@@ -28,6 +29,7 @@ from avatarcli.render.clip import AnimateOptions
 __all__ = [
     "EXPORT_FORMATS", "LEARNING_RATES", "AnimateOptions", "AnimateResult", "AvatarInput", "GenerateOptions",
     "GenerateResult", "MotionInput", "StepReport", "TrackResult", "TrackSettings", "animate", "builtin_motions",
-    "check_animate_inputs", "check_finite", "check_generate_inputs", "check_kind", "check_seed", "compile_cache", "export",
-    "export_format", "generate", "info", "init", "load_avatar", "load_motion", "motion", "render", "rig", "track",
+    "check_animate_inputs", "check_finite", "check_generate_inputs", "check_kind", "check_seed", "checkpoint_path",
+    "compile_cache", "export", "export_format", "generate", "info", "init", "load_avatar", "load_motion", "motion",
+    "render", "rig", "track", "unfinished_path",
 ]  # fmt: skip

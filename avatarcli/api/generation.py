@@ -14,7 +14,7 @@ from avatarcli.devices import resolve_device
 from avatarcli.errors import AvatarError
 from avatarcli.fileio import check_output
 from avatarcli.generate import distributed
-from avatarcli.generate.checkpoint import checkpoint_path
+from avatarcli.generate.checkpoint import checkpoint_path, unfinished_path
 from avatarcli.generate.config import GenerateConfig, recipe
 from avatarcli.generate.guidance.scores import SCORES
 from avatarcli.generate.trainer import StepReport, Trainer
@@ -130,6 +130,7 @@ def check_generate_inputs(prompt: str, output: str | Path, options: GenerateOpti
     check_seed(o.seed)
     check_output(output)
     check_output(checkpoint_path(output))
+    check_output(unfinished_path(output))
     if o.preview_every:
         check_output(Path(output).with_suffix(".previews"), "folder", force=True)  # a resumed run adds to its previews
     if resume and not checkpoint_path(output).exists():

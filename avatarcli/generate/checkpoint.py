@@ -38,6 +38,13 @@ def checkpoint_path(output: str | Path) -> Path:
     return Path(output).with_suffix(".ckpt")
 
 
+def unfinished_path(output: str | Path) -> Path:
+    """Where a run writing ``output`` keeps the avatar as it stands at each checkpoint,
+    ``NAME.unfinished.avatar``. The output's own name is written only by a finished run, so a
+    Makefile never mistakes an interrupted run for a finished one."""
+    return Path(output).with_suffix(".unfinished.avatar")
+
+
 def adam_state(optimizer: torch.optim.Optimizer, prefix: str) -> dict[str, Tensor]:
     """Flatten an Adam optimizer's state (one entry per parameter of its first group)."""
     out = {}
@@ -154,3 +161,16 @@ def _restore(path: Path, tensors: dict[str, Tensor], meta: dict[str, Any], train
         trainer.densifier.state = {"grad2d": tensors["densify.grad2d"].to(device), "count": tensors["densify.count"].to(device)}
     trainer.gen.set_state(tensors["rng.generator"])
     torch.set_rng_state(tensors["rng.torch"])
+    trainer.meta["history"] = _history(meta.get("avatar_meta"), trainer.meta.get("history"))
+
+
+def _history(saved_meta: object, current: object) -> list[dict[str, str]]:
+    """The commands that made the checkpoint's avatar, then this run's own (the resuming
+    command): entries that are not string-to-string records are dropped."""
+
+    def records(value: object) -> list[dict[str, str]]:
+        items = value if isinstance(value, list) else []
+        return [h for h in items if isinstance(h, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in h.items())]
+
+    old = records(saved_meta.get("history") if isinstance(saved_meta, dict) else None)
+    return old + [h for h in records(current) if h not in old]

@@ -25,7 +25,7 @@ from torch import Tensor
 from avatarcli.devices import to_device
 from avatarcli.errors import AvatarError
 from avatarcli.generate import losses, stages
-from avatarcli.generate.checkpoint import checkpoint_path, restore_checkpoint, write_checkpoint
+from avatarcli.generate.checkpoint import checkpoint_path, restore_checkpoint, unfinished_path, write_checkpoint
 from avatarcli.generate.conditions.renderer import ConditionRenderer
 from avatarcli.generate.config import GenerateConfig
 from avatarcli.generate.densify import Densifier
@@ -273,7 +273,9 @@ class Trainer:
         configured (the first process only, when there are several). Ctrl-C or SIGTERM
         finishes the step under way, checkpoints, and raises
         :class:`~avatarcli.signals.Interrupted`; resuming from that checkpoint continues
-        exactly as an uninterrupted run would."""
+        exactly as an uninterrupted run would. Until the run ends, the avatar of the last
+        checkpoint is at :func:`~avatarcli.generate.checkpoint.unfinished_path` and nothing
+        is at ``output``; the finished run removes that file."""
         cfg = self.cfg
         self.first_step = self.step + 1
         started, first_done, first_at = time.perf_counter(), 0.0, 0.0
@@ -303,6 +305,7 @@ class Trainer:
             if self.main:
                 avatar_file.save(avatar, output)
                 write_checkpoint(checkpoint_path(output), self)
+                unfinished_path(output).unlink(missing_ok=True)
         return avatar
 
     def _timings(self, started: float, first_done: float) -> dict:
@@ -339,8 +342,9 @@ class Trainer:
         return self.model.snapshot(meta)
 
     def save(self, output: str | Path) -> None:
-        """The avatar so far and the checkpoint, both atomically."""
-        avatar_file.save(self.avatar(), output)
+        """The checkpoint, and the avatar so far as ``NAME.unfinished.avatar`` (not at
+        ``output``, which only a finished run writes), both atomically."""
+        avatar_file.save(self.avatar(), unfinished_path(output))
         write_checkpoint(checkpoint_path(output), self)
 
     def restore(self, path: Path) -> None:

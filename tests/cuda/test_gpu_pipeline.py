@@ -70,8 +70,10 @@ def test_generate_killed_resumed_then_every_command(kind: str, models: Models, t
     # first 40 %), where the residual skinning network trains next to the checkpoint's copy
     kill_at = 100
     generate_killed_at(kill_at, args, out.with_suffix(".ckpt"))
-    assert metadata(out)["stage"] == f"animate@{kill_at}"
+    unfinished = out.with_suffix(".unfinished.avatar")
+    assert metadata(unfinished)["stage"] == f"animate@{kill_at}" and not out.exists()
     avatar("generate", *args, "--resume")
+    assert not unfinished.exists()
     meta = metadata(out)
     assert meta["stage"] == "generated" and meta["steps"] == STEPS
     if kind == "body":

@@ -8,7 +8,7 @@ import signal
 import pytest
 import torch
 
-from avatarcli.generate.checkpoint import checkpoint_path
+from avatarcli.generate.checkpoint import checkpoint_path, unfinished_path
 from avatarcli.generate.config import DensifyConfig, recipe
 from avatarcli.generate.densify import Densifier
 from avatarcli.generate.guidance.diffusion import DiffusionGuidance, GuidanceConfig
@@ -112,8 +112,11 @@ def test_an_interrupted_run_resumes_exactly(signum, tiny, head_avatar, head_temp
     out = tmp_path / "b.avatar"
     with pytest.raises(Interrupted):
         train_and_write(head_avatar, head_template, _SignalDuringStep(_guide(tiny, "sds"), 5, signum), _cfg("head"), out)
-    assert avatar_file.load(out).meta["stage"] == "animate@5"  # the step under way was finished and saved
+    # the step under way was finished and saved, beside the output: only a finished run writes the output itself
+    assert avatar_file.load(unfinished_path(out)).meta["stage"] == "animate@5"
+    assert not out.exists()
     resumed = train_and_write(head_avatar, head_template, _guide(tiny, "sds"), _cfg("head"), out, resume=True)
+    assert out.exists() and not unfinished_path(out).exists()
     assert len(resumed) == len(straight)
     for name in ("means", "log_scales", "quats", "opacity_logits", "sh"):
         assert torch.equal(getattr(resumed.gaussians, name), getattr(straight.gaussians, name)), name
