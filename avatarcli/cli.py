@@ -143,8 +143,14 @@ def generate(
         Optional[str], typer.Option("--output", "-o", help="The .avatar to write (default: from the prompt). A .ckpt goes beside it.")
     ] = None,
     model: Annotated[
-        str, typer.Option("--model", "-m", help="head (HeadStudio recipe) or body (DreamWaltz-G / GaussianMotion recipe).")
-    ] = "head",
+        Optional[str],
+        typer.Option(
+            "--model",
+            "-m",
+            help="head (HeadStudio recipe) or body (DreamWaltz-G / GaussianMotion recipe). Default: the kind of the --from "
+            "avatar, else head.",
+        ),
+    ] = None,
     source: Annotated[Optional[str], typer.Option("--from", help="Start from this avatar (default: a fresh 'avatar init').")] = None,
     guidance: Annotated[
         str,
@@ -216,6 +222,8 @@ def generate(
         "opacity": lr_opacity,
         "shape": lr_shape,
     }
+    start = api.load_avatar(source) if source is not None else None
+    model = model or (start.kind if start is not None else "head")
     options = api.GenerateOptions(
         model=model, guidance=guidance, diffusion=diffusion, controlnet=controlnet, controlnet_subfolder=controlnet_subfolder,
         encoder=encoder, score=score, cfg_scale=cfg_scale, negative_prompt=negative_prompt,
@@ -228,7 +236,6 @@ def generate(
         console.quiet = True
     out = output or f"{_slug(prompt)}.avatar"
     api.check_generate_inputs(prompt, out, options, resume)  # before any output, so a refusal is one line
-    start = api.load_avatar(source) if source is not None else None
     if guidance == "tiny":
         warn("--guidance tiny uses small random networks: the avatar will be noise (this checks the machinery, offline)")
     columns = (TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[gaussians]} Gaussians"), TextColumn("{task.fields[rate]}"))

@@ -226,3 +226,16 @@ def test_cli_generate_tiny(tmp_path):
     av = avatar_file.load(out)
     assert av.meta["prompt"] == "Kratos" and "generate" in av.meta["history"][-1]["command"]
     assert (tmp_path / "k.previews" / "step_000002.png").exists()
+
+
+def test_generate_from_an_avatar_takes_its_kind(body_avatar, tmp_path):
+    """`--from body.avatar` without `--model` trains a body; a contradicting `--model` is refused."""
+    start = tmp_path / "b.avatar"
+    avatar_file.save(body_avatar, start)
+    out = tmp_path / "g.avatar"
+    tiny = ("--guidance", "tiny", "--steps", "1", "--batch", "1", "--resolution", "32", "--checkpoint-every", "0")
+    r = run_cli("generate", "x", "--from", str(start), *tiny, "-o", str(out))
+    assert r.code == 0, r.stderr
+    assert avatar_file.load(out).kind == "body"
+    r = run_cli("generate", "x", "--from", str(start), "--model", "head", *tiny, "-o", str(tmp_path / "h.avatar"))
+    assert r.code == 2 and "body avatar but the model kind is head" in r.stderr, r.stderr
