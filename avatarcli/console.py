@@ -52,6 +52,11 @@ def progress(*extra_columns: TextColumn) -> Iterator[Progress]:
             raise
 
 
+def note(message: str) -> None:
+    """A line of information on stderr (why a command pauses, where something went)."""
+    console.print(f"[dim]note:[/dim] {escape(message)}")
+
+
 def warn(message: str) -> None:
     console.print(f"[yellow]warning:[/yellow] {escape(message)}")
 

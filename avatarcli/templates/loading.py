@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from avatarcli.console import note
 from avatarcli.errors import AvatarError
 from avatarcli.templates.template import Kind, Template
 
@@ -81,7 +82,8 @@ def builtin_root(kind: Kind) -> Path:
         else:
             model_files.write_smplx(folder, body_mannequin.build(), body_mannequin.relaxed_hands())
 
-    return _cached_folder(cache_dir() / "templates" / f"mannequin-{kind}-v{MANNEQUIN_VERSION}-{_builder_digest()}", kind, build)
+    root = cache_dir() / "templates" / f"mannequin-{kind}-v{MANNEQUIN_VERSION}-{_builder_digest()}"
+    return _cached_folder(root, kind, build, f"building the built-in {kind} template, once (under a minute); it is kept in {root.parent}")
 
 
 def _model_file(root: Path, kind: Kind) -> Path:
@@ -89,24 +91,27 @@ def _model_file(root: Path, kind: Kind) -> Path:
     return root / ("flame/FLAME_NEUTRAL.npz" if kind == "head" else "smplx/SMPLX_NEUTRAL.npz")
 
 
-def _cached_folder(root: Path, kind: Kind, build: Callable[[Path], None]) -> Path:
+def _cached_folder(root: Path, kind: Kind, build: Callable[[Path], None], notice: str | None = None) -> Path:
     """``root``, written by ``build(folder)`` unless it already holds a model: one process
-    builds (the others wait and reuse it), into a temporary folder renamed into place."""
+    builds (the others wait and reuse it), into a temporary folder renamed into place.
+    ``notice`` is printed (stderr) when this process builds."""
     if _model_file(root, kind).exists():
         return root
     try:
-        return _build_locked(root, kind, build)
+        return _build_locked(root, kind, build, notice)
     except OSError as exc:
         why = exc.strerror or str(exc)
         raise AvatarError(f"cannot write the template cache {root.parent} ({why}); set AVATARCLI_CACHE to a writable folder") from exc
 
 
-def _build_locked(root: Path, kind: Kind, build: Callable[[Path], None]) -> Path:
+def _build_locked(root: Path, kind: Kind, build: Callable[[Path], None], notice: str | None) -> Path:
     root.parent.mkdir(parents=True, exist_ok=True)
     with open(root.parent / f".{root.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if _model_file(root, kind).exists():
             return root
+        if notice is not None:
+            note(notice)
         tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}."))
         try:
             build(tmp)

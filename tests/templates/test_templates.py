@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -367,3 +368,22 @@ def test_an_unwritable_template_cache_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("AVATARCLI_CACHE", str(blocker))
     with pytest.raises(AvatarError, match="set AVATARCLI_CACHE to a writable folder"):
         load_template("head")
+
+
+def test_a_template_build_says_so_once(tmp_path, capsys):
+    """The first use builds the template (tens of seconds) and says why the command pauses;
+    the cached folder is then reused without a word, and the builder is not run again."""
+    from avatarcli.templates.loading import _cached_folder, _model_file
+
+    builds = []
+
+    def build(folder: Path) -> None:
+        builds.append(folder)
+        _model_file(folder, "head").parent.mkdir(parents=True)
+        _model_file(folder, "head").write_bytes(b"model")
+
+    root = tmp_path / "templates" / "mannequin-head-test"
+    assert _cached_folder(root, "head", build, "building the head template") == root
+    assert "note: building the head template" in capsys.readouterr().err
+    assert _cached_folder(root, "head", build, "building the head template") == root
+    assert capsys.readouterr().err == "" and len(builds) == 1
