@@ -22,7 +22,7 @@ import numpy as np
 
 from avatarcli.errors import AvatarError
 from avatarcli.motion.fitting import DEFAULT_FOV, Camera, check_found
-from avatarcli.motion.landmarks import BodyLandmarks, FaceLandmarks, detect_bodies, detect_faces, load_mediapipe
+from avatarcli.motion.landmarks import BodyLandmarks, FaceLandmarks, detect_bodies, detect_faces, load_mediapipe, with_torso_in_view
 from avatarcli.motion.motion import Motion
 from avatarcli.motion.video import VideoInfo, read_frames
 from avatarcli.templates.template import Template
@@ -140,8 +140,8 @@ def track_video(info: VideoInfo, template: Template, settings: TrackSettings, on
         if template.kind == "head":
             landmarks = detect_faces(decoded, info.width, info.height, detected)
         else:
-            landmarks = detect_bodies(decoded, info.width, info.height, settings.hands, detected)
-    check_found(landmarks.found, info.fps, "face" if template.kind == "head" else "person", info.name)
+            landmarks = with_torso_in_view(detect_bodies(decoded, info.width, info.height, settings.hands, detected))
+    check_found(landmarks.found, info.fps, "face" if template.kind == "head" else "person with shoulders and hips in view", info.name)
     steps = sum(fit_head.STEPS if template.kind == "head" else fit_body.STEPS)
     report("detecting", len(landmarks.found), len(landmarks.found))
     count = [0]

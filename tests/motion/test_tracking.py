@@ -117,6 +117,8 @@ def test_bad_videos_are_refused_in_one_line(tmp_path, mediapipe, talk_video):
     iio.imwrite(gap, frames, plugin="FFMPEG", fps=10, codec="libx264", macro_block_size=1)
     _one_line_error(run_cli("track", str(gap), "--model", "head", "-o", str(out)), "no face found in frames 4-10 of gap.mp4")
     _one_line_error(run_cli("track", str(gap), "--model", "head", "-o", str(tmp_path / "m.txt")), ".npz")
+    # a face filling the frame: the pose tracker "finds" a person, but no shoulders or hips
+    _one_line_error(run_cli("track", str(talk_video), "--model", "body", "-o", str(out)), "no person with shoulders and hips in view")
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["empty.mp4", "gap.mp4", "long.mp4", "notes.mp4"]
 
 
@@ -126,3 +128,21 @@ def test_without_mediapipe_it_says_how_to_install_it(tmp_path, monkeypatch):
     r = run_cli("track", str(_grey_clip(tmp_path / "a.mp4", 4, 10)), "-o", str(out))
     _one_line_error(r, "pip install 'avatarcli[track]'")
     assert not out.exists()
+
+
+def test_a_body_needs_its_shoulders_and_hips_in_view():
+    """Frames where the pose tracker does not see both shoulders and both hips do not count as
+    a body found (MediaPipe guesses a whole person on a head-and-shoulders clip)."""
+    from avatarcli.motion.landmarks import POSE_POINTS, TORSO, BodyLandmarks, with_torso_in_view
+
+    t = 4
+    visibility = np.full((t, POSE_POINTS), 0.99, np.float32)
+    visibility[1, TORSO[2]] = 0.0  # a hip unseen
+    visibility[2, TORSO[0]] = 0.2  # a shoulder barely seen
+    body = BodyLandmarks(
+        image=np.zeros((t, POSE_POINTS, 3), np.float32), world=np.zeros((t, POSE_POINTS, 3), np.float32), visibility=visibility,
+        hands=np.full((t, 2, 21, 3), np.nan, np.float32), hands_found=np.zeros((t, 2), bool),
+        found=np.array([True, True, True, False]), width=64, height=64,
+    )  # fmt: skip
+    assert with_torso_in_view(body).found.tolist() == [True, False, False, False]
+    assert body.found.tolist() == [True, True, True, False]  # the input is left as it was
