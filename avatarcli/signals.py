@@ -10,7 +10,9 @@ so that the state they save on the way out is a consistent one.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from types import FrameType
@@ -104,3 +106,23 @@ def interruptions_held() -> Iterator[None]:
         if not _held and _pending is not None:
             signum, _pending = _pending, None
             raise Interrupted(signum)
+
+
+def end_with_parent(parent: int) -> None:
+    """Have this process sent SIGTERM when its parent process ``parent`` ends (Linux; elsewhere
+    nothing is done), so that the helpers of a launcher killed with SIGKILL, which cannot pass
+    anything on, stop too (a trainer takes SIGTERM as: finish the step, checkpoint, stop).
+
+    Raises nothing: a parent already gone by the time the request is made is sent the same.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1  # <linux/prctl.h>
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):  # no C library to ask: the helpers outlive a killed launcher
+        return
+    if os.getppid() != parent:  # it ended before the request took hold
+        os.kill(os.getpid(), signal.SIGTERM)

@@ -270,7 +270,7 @@ def _generate_spawned(
     events = ctx.Queue()
     port = distributed.free_port()
     procs = [
-        ctx.Process(target=_worker, args=(rank, o.gpus, port, prompt, out, o, start, resume, history, events), daemon=False)
+        ctx.Process(target=_worker, args=(rank, o.gpus, port, prompt, out, o, start, resume, history, events, os.getpid()), daemon=False)
         for rank in range(o.gpus)
     ]
     for p in procs:
@@ -323,10 +323,16 @@ def _generate_spawned(
 
 
 def _worker(rank: int, size: int, port: int, prompt: str, out: Path, o: GenerateOptions, start: Avatar | None, resume: bool,
-            history: str | None, events: Any) -> None:  # fmt: skip
-    """One process of ``_generate_spawned``: joins the group and runs its part."""
+            history: str | None, events: Any, parent: int) -> None:  # fmt: skip
+    """One process of ``_generate_spawned``: joins the group and runs its part. It is not
+    daemonic (compilation starts processes of its own), so it asks to be sent SIGTERM when
+    the launching process ``parent`` ends, even by SIGKILL."""
+    import os
     import traceback
 
+    from avatarcli.signals import end_with_parent
+
+    end_with_parent(parent)
     device = resolve_device(o.device)
     device = torch.device("cuda", rank) if device.type == "cuda" else device
     try:
@@ -349,3 +355,5 @@ def _worker(rank: int, size: int, port: int, prompt: str, out: Path, o: Generate
         events.put(("crash", traceback.format_exc()))
     finally:
         distributed.leave()
+        if os.getppid() != parent:  # nobody reads the events any more: do not wait to deliver them
+            events.cancel_join_thread()

@@ -5,6 +5,7 @@ tolerance). Two CPU processes talk through gloo here; on GPUs the same code uses
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,60 @@ def test_sigterm_to_the_first_process_stops_them_all(tmp_path: Path) -> None:
     assert not out.exists()  # only a finished run writes the output
     av = avatar_file.load(out.with_suffix(".unfinished.avatar"))
     assert av.meta["stage"].startswith("animate@") or av.meta["stage"].startswith("canonical@"), av.meta["stage"]
+
+
+def _children(pid: int) -> list[int]:
+    """The training processes (multiprocessing's spawned children) of process ``pid``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and b"spawn_main" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the processes end with their parent on Linux")
+def test_sigkill_of_the_first_process_stops_them_all(tmp_path: Path) -> None:
+    """SIGKILL of the process the user started cannot be passed on: the training processes
+    learn of it from the system (SIGTERM at their parent's death), checkpoint and end."""
+    import os
+    import subprocess
+    import time
+
+    out = tmp_path / "k.avatar"
+    root = Path(__file__).resolve().parents[2]
+    cmd = [sys.executable, "-m", "avatarcli", "generate", "a knight", "--guidance", "tiny", "--gpus", "2", "--device", "cpu",
+           "--steps", "100000", "--batch", "2", "--resolution", "32", "-k", "1", "--checkpoint-every", "1", "-o", str(out)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    children: list[int] = []
+    try:
+        deadline = time.monotonic() + 240
+        while not out.with_suffix(".ckpt").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint"
+            time.sleep(0.1)
+        children = _children(proc.pid)
+        assert len(children) == 2, children
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 120
+        while any(_running(c) for c in children) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_running(c) for c in children), "the training processes outlived their parent"
+        assert avatar_file.load(out.with_suffix(".unfinished.avatar")).meta["stage"].split("@")[0] in ("canonical", "animate")
+    finally:
+        proc.kill()
+        for c in children:
+            if _running(c):
+                os.kill(c, 9)
