@@ -87,6 +87,22 @@ def test_ctrl_c_during_generate_saves_and_exits_130(tmp_path, monkeypatch):
     assert "g.unfinished.avatar" in r.stderr.replace("\n", "")  # the console wraps long lines
 
 
+def test_ctrl_c_before_the_first_step_does_not_claim_an_old_checkpoint(tmp_path, monkeypatch):
+    """A checkpoint left by an earlier run is not this run's: stopped while loading, the
+    command says nothing was saved (and leaves the old file as it was)."""
+
+    def interrupted_while_loading(*args, **kwargs):
+        raise Interrupted(signal.SIGINT)
+
+    patch_api(monkeypatch, "load_template", interrupted_while_loading)
+    old = tmp_path / "g.ckpt"
+    old.write_bytes(b"an earlier run's checkpoint")
+    r = run_cli("generate", "x", "--guidance", "tiny", "--steps", "5", "-o", str(tmp_path / "g.avatar"))
+    assert r.code == 130, r.stderr
+    assert "nothing was saved" in r.stderr and "--resume" not in r.stderr, r.stderr
+    assert old.read_bytes() == b"an earlier run's checkpoint"
+
+
 def test_resume_keeps_the_commands_of_the_interrupted_run(tmp_path, monkeypatch):
     """The resumed avatar's history names the command that started the run and the one that
     resumed it (the checkpoint carries the first)."""
