@@ -240,7 +240,11 @@ def generate(
         warn("--guidance tiny uses small random networks: the avatar will be noise (this checks the machinery, offline)")
     columns = (TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[gaussians]} Gaussians"), TextColumn("{task.fields[rate]}"))
     ckpt = api.checkpoint_path(out)
-    before = ckpt.stat().st_mtime_ns if ckpt.exists() else None  # a checkpoint of an earlier run is not this one's
+
+    def stamp() -> tuple[int, int] | None:  # an atomic write makes a new file: a new inode, a new time
+        return (ckpt.stat().st_ino, ckpt.stat().st_mtime_ns) if ckpt.exists() else None
+
+    before = stamp()  # a checkpoint of an earlier run is not this one's
     try:
         with progress(*columns) as bar:
             task = bar.add_task(f"generate {model}", total=None, loss="-", gaussians="", rate="")
@@ -262,7 +266,7 @@ def generate(
             result = api.generate(prompt, out, options, source=start, resume=resume, on_step=on_step, on_phase=on_phase,
                                   history=_command_line())  # fmt: skip
     except Interrupted:
-        if ckpt.exists() and ckpt.stat().st_mtime_ns != before:
+        if stamp() not in (None, before):
             partial = api.unfinished_path(out)
             saved = escape(
                 f"saved {ckpt} and the avatar so far as {partial}; continue with the same command and --resume"

@@ -121,8 +121,15 @@ def end_with_parent(parent: int) -> None:
 
     pr_set_pdeathsig = 1  # <linux/prctl.h>
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):  # no C library to ask: the helpers outlive a killed launcher
+        return
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    if prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0) != 0:
+        import warnings
+
+        warnings.warn(f"cannot ask to end with the launching process ({os.strerror(ctypes.get_errno())})", RuntimeWarning, stacklevel=2)
         return
     if os.getppid() != parent:  # it ended before the request took hold
         os.kill(os.getpid(), signal.SIGTERM)

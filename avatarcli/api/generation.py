@@ -117,6 +117,8 @@ def check_generate_inputs(prompt: str, output: str | Path, options: GenerateOpti
         raise AvatarError("an encoder applies to diffusion guidance (tiny brings its own small networks)")
     if str(output) == "-":
         raise AvatarError("generate writes checkpoints beside its output: give a file name, not '-'")
+    if str(output).endswith(".unfinished.avatar"):
+        raise AvatarError(f"{output}: names ending .unfinished.avatar are where runs keep their avatar so far; choose another")
     if Path(output).suffix == ".ckpt":
         raise AvatarError(f"{output}: the checkpoint beside the output would have the same name; name the avatar .avatar")
     check_finite("the guidance scale", o.cfg_scale)

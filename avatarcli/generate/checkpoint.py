@@ -164,13 +164,12 @@ def _restore(path: Path, tensors: dict[str, Tensor], meta: dict[str, Any], train
     trainer.meta["history"] = _history(meta.get("avatar_meta"), trainer.meta.get("history"))
 
 
-def _history(saved_meta: object, current: object) -> list[dict[str, str]]:
+def _history(saved_meta: object, current: object) -> list[dict[str, Any]]:
     """The commands that made the checkpoint's avatar, then this run's own (the resuming
-    command): entries that are not string-to-string records are dropped."""
+    command); entries that are not JSON objects are dropped."""
 
-    def records(value: object) -> list[dict[str, str]]:
-        items = value if isinstance(value, list) else []
-        return [h for h in items if isinstance(h, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in h.items())]
+    def records(value: object) -> list[dict[str, Any]]:
+        return [h for h in value if isinstance(h, dict)] if isinstance(value, list) else []
 
     old = records(saved_meta.get("history") if isinstance(saved_meta, dict) else None)
     return old + [h for h in records(current) if h not in old]

@@ -343,9 +343,12 @@ class Trainer:
 
     def save(self, output: str | Path) -> None:
         """The checkpoint, and the avatar so far as ``NAME.unfinished.avatar`` (not at
-        ``output``, which only a finished run writes), both atomically."""
+        ``output``, which only a finished run writes), both atomically. An avatar already at
+        ``output`` (an earlier run's, which this one replaces) is removed, so that it is not
+        taken for this run's."""
         avatar_file.save(self.avatar(), unfinished_path(output))
         write_checkpoint(checkpoint_path(output), self)
+        Path(output).unlink(missing_ok=True)
 
     def restore(self, path: Path) -> None:
         """Continue from a checkpoint written by a run with the same prompt, kind and template."""

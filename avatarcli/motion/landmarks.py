@@ -71,7 +71,7 @@ POSE = {
 }  # fmt: skip
 POSE_POINTS = 33
 TORSO = tuple(POSE[n] for n in ("left_shoulder", "right_shoulder", "left_hip", "right_hip"))
-# A body is tracked only where the pose tracker sees its shoulders and hips. On a head-and-
+# A body is tracked only where the pose tracker sees a shoulder and a hip. On a head-and-
 # shoulders clip it still "finds" a person, guessing the rest: shoulders 0.07-0.24 and hips
 # 0.00 visibility, against 0.99 or more for a whole figure (2026-11-22, mediapipe 0.10.21).
 MIN_TORSO_VISIBILITY = 0.5
@@ -121,9 +121,11 @@ class BodyLandmarks:
 
 
 def with_torso_in_view(body: BodyLandmarks) -> BodyLandmarks:
-    """``body`` with ``found`` cleared in the frames where either shoulder or either hip is
-    less visible than :data:`MIN_TORSO_VISIBILITY` (the tracker's guesses there are not a body)."""
-    seen = body.visibility[:, list(TORSO)].min(axis=1) >= MIN_TORSO_VISIBILITY
+    """``body`` with ``found`` cleared in the frames where no shoulder, or no hip, is as
+    visible as :data:`MIN_TORSO_VISIBILITY` (the tracker's guesses there are not a body).
+    One of each is enough: side-on, the far shoulder and hip are hidden by the body."""
+    vis = body.visibility[:, list(TORSO)]
+    seen = np.minimum(vis[:, :2].max(axis=1), vis[:, 2:].max(axis=1)) >= MIN_TORSO_VISIBILITY
     return replace(body, found=body.found & seen)
 
 

@@ -110,11 +110,12 @@ def test_an_interrupted_run_resumes_exactly(signum, tiny, head_avatar, head_temp
     interruption in step 5)."""
     straight = train_and_write(head_avatar, head_template, _guide(tiny, "sds"), _cfg("head"), tmp_path / "a.avatar")
     out = tmp_path / "b.avatar"
+    out.write_bytes((tmp_path / "a.avatar").read_bytes())  # an earlier run's avatar, which this run replaces
     with pytest.raises(Interrupted):
         train_and_write(head_avatar, head_template, _SignalDuringStep(_guide(tiny, "sds"), 5, signum), _cfg("head"), out)
     # the step under way was finished and saved, beside the output: only a finished run writes the output itself
     assert avatar_file.load(unfinished_path(out)).meta["stage"] == "animate@5"
-    assert not out.exists()
+    assert not out.exists()  # the earlier avatar is not left to pass for this run's
     resumed = train_and_write(head_avatar, head_template, _guide(tiny, "sds"), _cfg("head"), out, resume=True)
     assert out.exists() and not unfinished_path(out).exists()
     assert len(resumed) == len(straight)
@@ -239,3 +240,12 @@ def test_generate_from_an_avatar_takes_its_kind(body_avatar, tmp_path):
     assert avatar_file.load(out).kind == "body"
     r = run_cli("generate", "x", "--from", str(start), "--model", "head", *tiny, "-o", str(tmp_path / "h.avatar"))
     assert r.code == 2 and "body avatar but the model kind is head" in r.stderr, r.stderr
+
+
+def test_an_output_named_like_a_runs_unfinished_avatar_is_refused(tmp_path):
+    """x.unfinished.avatar is where a run writing x.avatar keeps its avatar so far (and removes
+    it when done): a finished avatar there would be overwritten, then deleted."""
+    out = tmp_path / "k.unfinished.avatar"
+    r = run_cli("generate", "x", "--guidance", "tiny", "-o", str(out))
+    assert r.code == 2 and "runs keep their avatar so far" in r.stderr, r.stderr
+    assert list(tmp_path.iterdir()) == []

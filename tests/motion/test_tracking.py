@@ -131,18 +131,20 @@ def test_without_mediapipe_it_says_how_to_install_it(tmp_path, monkeypatch):
 
 
 def test_a_body_needs_its_shoulders_and_hips_in_view():
-    """Frames where the pose tracker does not see both shoulders and both hips do not count as
-    a body found (MediaPipe guesses a whole person on a head-and-shoulders clip)."""
+    """Frames where the pose tracker sees no shoulder, or no hip, do not count as a body found
+    (MediaPipe guesses a whole person on a head-and-shoulders clip); side-on, one of each is
+    enough."""
     from avatarcli.motion.landmarks import POSE_POINTS, TORSO, BodyLandmarks, with_torso_in_view
 
-    t = 4
+    t = 5
     visibility = np.full((t, POSE_POINTS), 0.99, np.float32)
-    visibility[1, TORSO[2]] = 0.0  # a hip unseen
-    visibility[2, TORSO[0]] = 0.2  # a shoulder barely seen
+    visibility[0, [TORSO[1], TORSO[3]]] = 0.1  # side-on: the far shoulder and hip hidden
+    visibility[1, [TORSO[2], TORSO[3]]] = 0.0  # no hip
+    visibility[2, [TORSO[0], TORSO[1]]] = (0.07, 0.24)  # no shoulder (a head-and-shoulders clip's values)
     body = BodyLandmarks(
         image=np.zeros((t, POSE_POINTS, 3), np.float32), world=np.zeros((t, POSE_POINTS, 3), np.float32), visibility=visibility,
         hands=np.full((t, 2, 21, 3), np.nan, np.float32), hands_found=np.zeros((t, 2), bool),
-        found=np.array([True, True, True, False]), width=64, height=64,
+        found=np.array([True, True, True, True, False]), width=64, height=64,
     )  # fmt: skip
-    assert with_torso_in_view(body).found.tolist() == [True, False, False, False]
-    assert body.found.tolist() == [True, True, True, False]  # the input is left as it was
+    assert with_torso_in_view(body).found.tolist() == [True, False, False, True, False]
+    assert body.found.tolist() == [True, True, True, True, False]  # the input is left as it was
