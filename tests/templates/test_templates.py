@@ -370,10 +370,14 @@ def test_an_unwritable_template_cache_is_one_line(tmp_path, monkeypatch):
         load_template("head")
 
 
-def test_a_template_build_says_so_once(tmp_path, capsys):
+def test_a_template_build_says_so_once(tmp_path, monkeypatch):
     """The first use builds the template (tens of seconds) and says why the command pauses;
     the cached folder is then reused without a word, and the builder is not run again."""
+    from avatarcli.console import console
     from avatarcli.templates.loading import _cached_folder, _model_file
+
+    err = io.StringIO()
+    monkeypatch.setattr(console, "file", err)
 
     builds = []
 
@@ -384,6 +388,7 @@ def test_a_template_build_says_so_once(tmp_path, capsys):
 
     root = tmp_path / "templates" / "mannequin-head-test"
     assert _cached_folder(root, "head", build, "building the head template") == root
-    assert "note: building the head template" in capsys.readouterr().err
+    assert "note: building the head template" in err.getvalue()
+    told = err.getvalue()
     assert _cached_folder(root, "head", build, "building the head template") == root
-    assert capsys.readouterr().err == "" and len(builds) == 1
+    assert err.getvalue() == told and len(builds) == 1
