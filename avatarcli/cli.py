@@ -242,7 +242,11 @@ def generate(
     ckpt = api.checkpoint_path(out)
 
     def stamp() -> tuple[int, int] | None:  # an atomic write makes a new file: a new inode, a new time
-        return (ckpt.stat().st_ino, ckpt.stat().st_mtime_ns) if ckpt.exists() else None
+        try:
+            st = ckpt.stat()
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns
 
     before = stamp()  # a checkpoint of an earlier run is not this one's
     try:

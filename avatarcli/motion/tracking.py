@@ -141,7 +141,7 @@ def track_video(info: VideoInfo, template: Template, settings: TrackSettings, on
             landmarks = detect_faces(decoded, info.width, info.height, detected)
         else:
             landmarks = with_torso_in_view(detect_bodies(decoded, info.width, info.height, settings.hands, detected))
-    check_found(landmarks.found, info.fps, "face" if template.kind == "head" else "person with shoulders and hips in view", info.name)
+    check_found(landmarks.found, info.fps, "face" if template.kind == "head" else "person (a shoulder and a hip) in view", info.name)
     steps = sum(fit_head.STEPS if template.kind == "head" else fit_body.STEPS)
     report("detecting", len(landmarks.found), len(landmarks.found))
     count = [0]

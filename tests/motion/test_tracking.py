@@ -118,7 +118,7 @@ def test_bad_videos_are_refused_in_one_line(tmp_path, mediapipe, talk_video):
     _one_line_error(run_cli("track", str(gap), "--model", "head", "-o", str(out)), "no face found in frames 4-10 of gap.mp4")
     _one_line_error(run_cli("track", str(gap), "--model", "head", "-o", str(tmp_path / "m.txt")), ".npz")
     # a face filling the frame: the pose tracker "finds" a person, but no shoulders or hips
-    _one_line_error(run_cli("track", str(talk_video), "--model", "body", "-o", str(out)), "no person with shoulders and hips in view")
+    _one_line_error(run_cli("track", str(talk_video), "--model", "body", "-o", str(out)), "no person (a shoulder and a hip) in view")
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["empty.mp4", "gap.mp4", "long.mp4", "notes.mp4"]
 
 
