@@ -16,7 +16,7 @@ venv:
 	rm -rf $(VENV)
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test,track]"
 
 test: venv
 	$(PY) -m ruff check avatarcli tests bench

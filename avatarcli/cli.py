@@ -29,7 +29,7 @@ except ImportError:  # pragma: no cover - older typer on the real click
     from click import exceptions as click_exc  # type: ignore[no-redef]
 
 from avatarcli import __version__
-from avatarcli.console import console, error, summary
+from avatarcli.console import console, error, progress, summary
 from avatarcli.errors import AvatarError
 from avatarcli.fileio import remove_partial_outputs
 from avatarcli.signals import Interrupted, interrupts_raise
@@ -239,16 +239,7 @@ def generate(
     if guidance == "tiny":
         warn("--guidance tiny uses small random networks: the avatar will be noise (this checks the machinery, offline)")
     columns = (TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[gaussians]} Gaussians"), TextColumn("{task.fields[rate]}"))
-    ckpt = api.checkpoint_path(out)
-
-    def stamp() -> tuple[int, int] | None:  # an atomic write makes a new file: a new inode, a new time
-        try:
-            st = ckpt.stat()
-        except FileNotFoundError:
-            return None
-        return st.st_ino, st.st_mtime_ns
-
-    before = stamp()  # a checkpoint of an earlier run is not this one's
+    before = _stamp(api.checkpoint_path(out))  # a checkpoint of an earlier run is not this one's
     try:
         with progress(*columns) as bar:
             task = bar.add_task(f"generate {model}", total=None, loss="-", gaussians="", rate="")
@@ -270,20 +261,37 @@ def generate(
             result = api.generate(prompt, out, options, source=start, resume=resume, on_step=on_step, on_phase=on_phase,
                                   history=_command_line())  # fmt: skip
     except Interrupted:
-        if stamp() not in (None, before):
-            partial = api.unfinished_path(out)
-            saved = escape(
-                f"saved {ckpt} and the avatar so far as {partial}; continue with the same command and --resume"
-                f" ({out} is written when the run ends)"
-            )
-            console.print(f"[yellow]interrupted:[/yellow] {saved}")
-        else:
-            console.print("[yellow]interrupted[/yellow] before the first step: nothing was saved")
-        raise typer.Exit(130) from None
+        _interrupted(out, before)
     rows = [("wrote", out), ("checkpoint", str(result.checkpoint)), ("Gaussians", f"{len(result.avatar):,}"), ("guidance", result.guidance)]
     if result.previews is not None:
         rows.append(("previews", str(result.previews)))
     summary("avatar generate", rows)
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """A file's inode and modification time (an atomic write makes a new file: a new inode,
+    a new time), or None when there is none."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def _interrupted(out: str, before: tuple[int, int] | None) -> None:
+    """Say what an interrupted training run (generate, capture) saved, and exit 130."""
+    from avatarcli import api
+
+    ckpt = api.checkpoint_path(out)
+    if _stamp(ckpt) not in (None, before):
+        saved = escape(
+            f"saved {ckpt} and the avatar so far as {api.unfinished_path(out)}; continue with the same command and --resume"
+            f" ({out} is written when the run ends)"
+        )
+        console.print(f"[yellow]interrupted:[/yellow] {saved}")
+    else:
+        console.print("[yellow]interrupted[/yellow] before the first step: nothing was saved")
+    raise typer.Exit(130) from None
 
 
 @app.command()
@@ -542,6 +550,70 @@ def track(
     if result.missed:
         rows.append(("bridged", f"nothing found in frames {result.missed_frames}"))
     summary("avatar track", rows)
+
+
+@app.command()
+def capture(
+    video: Annotated[str, typer.Argument(help="A video of one person: a talking head (--model head), or a whole person turning round.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="The .avatar to write. A .ckpt goes beside it.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="head (FLAME layout) or body (SMPL-X layout).")] = "head",
+    holdout: Annotated[float, typer.Option(help="Keep the last fraction of the span out of training and score it (PSNR, SSIM).")] = 0.0,
+    start: Annotated[Optional[float], typer.Option(help="First second of the video to use.")] = None,
+    end: Annotated[Optional[float], typer.Option(help="Last second of the video to use.")] = None,
+    fov: Annotated[float, typer.Option(help="The camera's vertical field of view in degrees (phones and webcams: about 40-60).")] = 40.0,
+    elevation: Annotated[float, typer.Option(help="Degrees the camera looks down at the person (0: level).")] = 0.0,
+    steps: Annotated[Optional[int], typer.Option(help="Training steps (default 3000).")] = None,
+    batch: Annotated[Optional[int], typer.Option(help="Frames per step (default 4).")] = None,
+    resolution: Annotated[int, typer.Option(help="Long side of the frames trained on, pixels.")] = 512,
+    points_per_triangle: Annotated[
+        Optional[int],
+        typer.Option("--points-per-triangle", "-k", help="Gaussians per template triangle to start (default: 4 head, 2 body)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue from the checkpoint beside the output.")] = False,
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints (0: only at the end and on Ctrl-C).")] = 500,
+    template: TemplateOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Capture the person in a video as an avatar: tracked, segmented, fitted to the frames (offline)."""
+    from rich.progress import TextColumn
+
+    from avatarcli import api
+    from avatarcli.signals import Interrupted
+
+    track = api.TrackSettings(start=start, end=end, fov=fov, elevation=elevation, hands=False)
+    options = api.CaptureOptions(model=model, track=track, holdout=holdout, steps=steps, batch=batch, resolution=resolution,
+                                 points_per_triangle=points_per_triangle, seed=seed, checkpoint_every=checkpoint_every,
+                                 template=template, device=device)  # fmt: skip
+    api.check_capture_inputs(video, output, options, resume)
+    before = _stamp(api.checkpoint_path(output))
+    names = {"detecting": "reading the video (landmarks, person masks)", "fitting": "tracking", "scoring": "scoring held-out frames"}
+    try:
+        with progress(TextColumn("{task.fields[info]}")) as bar:
+            tasks: dict[str, int] = {}
+
+            def on_progress(stage: str, done: int, total: int) -> None:
+                if stage not in tasks:
+                    tasks[stage] = bar.add_task(names.get(stage, stage), total=total, info="")
+                bar.update(tasks[stage], completed=done, total=total)
+
+            def on_step(r: api.StepReport) -> None:
+                on_progress("training", r.step, r.total)
+                if r.step % 10 == 0 or r.step == r.total:
+                    bar.update(tasks["training"], info=f"loss {r.loss:.3g}, {r.gaussians:,} Gaussians")
+
+            result = api.capture(video, output, options, resume=resume, on_progress=on_progress, on_step=on_step,
+                                 history=_command_line())  # fmt: skip
+    except Interrupted:
+        _interrupted(output, before)
+    c = result.avatar.meta["capture"]["video"]
+    rows = [("wrote", output), ("checkpoint", str(result.checkpoint)), ("Gaussians", f"{len(result.avatar):,}"),
+            ("frames", f"{c['trained_frames']} trained, {c['held_out_frames']} held out"), ("time", f"{result.seconds:.0f} s")]  # fmt: skip
+    if result.holdout:
+        h = result.holdout
+        scores = f"PSNR {h['psnr']:.2f} dB, SSIM {h['ssim']:.3f}; in the mask {h['psnr_masked']:.2f} dB, {h['ssim_masked']:.3f}"
+        rows.append(("held out", scores))
+    summary("avatar capture", rows)
 
 
 def main(argv: list[str] | None = None) -> None:

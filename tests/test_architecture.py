@@ -15,6 +15,7 @@ LAYERS = [
     {"render"},
     {"formats"},
     {"generate"},
+    {"capture"},
     {"evaluation"},
     {"api"},
     {"cli", "__main__"},

@@ -14,6 +14,7 @@ with a one-line message.
 
 from __future__ import annotations
 
+from avatarcli.api.capture import CaptureOptions, CaptureResult, capture, check_capture_inputs
 from avatarcli.api.creation import info, init, rig
 from avatarcli.api.exporting import EXPORT_FORMATS, export, export_format
 from avatarcli.api.generation import LEARNING_RATES, GenerateOptions, GenerateResult, check_generate_inputs, compile_cache, generate
@@ -27,9 +28,11 @@ from avatarcli.motion.tracking import TrackSettings
 from avatarcli.render.clip import AnimateOptions
 
 __all__ = [
-    "EXPORT_FORMATS", "LEARNING_RATES", "AnimateOptions", "AnimateResult", "AvatarInput", "GenerateOptions",
+    "EXPORT_FORMATS", "LEARNING_RATES", "AnimateOptions", "AnimateResult", "AvatarInput", "CaptureOptions", "CaptureResult",
+    "GenerateOptions",
     "GenerateResult", "MotionInput", "StepReport", "TrackResult", "TrackSettings", "animate", "builtin_motions",
-    "check_animate_inputs", "check_finite", "check_generate_inputs", "check_kind", "check_seed", "checkpoint_path",
+    "capture", "check_animate_inputs", "check_capture_inputs",
+    "check_finite", "check_generate_inputs", "check_kind", "check_seed", "checkpoint_path",
     "compile_cache", "export", "export_format", "generate", "info", "init", "load_avatar", "load_motion", "motion",
     "render", "rig", "track", "unfinished_path",
 ]  # fmt: skip

@@ -2,7 +2,8 @@
 
 Tensors: ``param.*`` (Gaussians and binding), ``betas``, ``residual.*`` (the residual
 skinning network), ``opt.<group>.<param>.<slot>`` and ``opt_extra.*`` (Adam moments and step
-counts), ``densify.*`` (the densification statistics) and ``rng.*`` (generator states).
+counts), ``densify.*`` (the densification statistics), ``source.*`` (what trains beside the avatar:
+a video's per-frame pose corrections) and ``rng.*`` (generator states).
 ``__metadata__`` holds the step, the stage and the full configuration as JSON. A checkpoint
 is taken between steps, so a run resumed from it continues exactly as it would have.
 """
@@ -104,6 +105,7 @@ def write_checkpoint(path: Path, trainer: Trainer) -> None:
     for k, v in trainer.densifier.state.items():
         if v is not None:
             tensors[f"densify.{k}"] = v
+    tensors.update({f"source.{k}": v for k, v in trainer.source.state().items()})
     tensors["rng.generator"] = trainer.gen.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
     meta = {
@@ -151,6 +153,7 @@ def _restore(path: Path, tensors: dict[str, Tensor], meta: dict[str, Any], train
     }
     with torch.no_grad():
         model.betas.copy_(tensors["betas"].to(device))
+    trainer.source.load_state({k[len("source.") :]: v for k, v in tensors.items() if k.startswith("source.")})
     trainer.make_optimizers()
     for k, opt in trainer.optimizers.items():
         restore_adam(opt, tensors, f"opt.{k}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -178,3 +179,77 @@ class ViewSampler:
             ks[idx_dev] = close.cameras.Ks
             az[idx], el[idx] = close.azimuth_deg, close.elevation_deg
         return Views(Cameras(viewmats, ks, size, size), az, el, face)
+
+
+# -- where a step's views come from -------------------------------------------------------------
+@dataclass
+class Draw:
+    """A step's draw from a :class:`ViewSource`.
+
+    Attributes:
+        pose: the whole step's poses (B), without gradients.
+        frames: (B,) int64, the video frame each view shows (capture), or None.
+    """
+
+    pose: Pose
+    frames: Tensor | None = None
+
+
+class ViewSource(Protocol):
+    """What the trainer asks for each step: poses, cameras, prompts, and any per-view
+    parameters that train with the avatar (a video's per-frame pose corrections)."""
+
+    def draw(self, batch: int, stage: str) -> Draw:
+        """The step's ``batch`` poses."""
+        ...
+
+    def pose(self, draw: Draw, views: slice) -> Pose:
+        """The poses of ``views`` of ``draw``, with gradients into :meth:`trainables`."""
+        ...
+
+    def views(self, posed: Posed, draw: Draw, size: int) -> Views:
+        """Cameras (and prompt facts) for the step's posed templates (B)."""
+        ...
+
+    def trainables(self) -> dict[str, tuple[list[Tensor], float]]:
+        """Tensors that train with the avatar, by name, with their learning rates."""
+        ...
+
+    def prior(self) -> Tensor | None:
+        """A penalty on those tensors (added once a step), or None."""
+        ...
+
+    def state(self) -> dict[str, Tensor]:
+        """Tensors a checkpoint keeps (restored with :meth:`load_state`)."""
+        ...
+
+    def load_state(self, tensors: dict[str, Tensor]) -> None: ...
+
+
+class GeneratedViews:
+    """Generation's views: random poses (:class:`PoseSampler`) and random cameras in the
+    recipe's ranges (:class:`ViewSampler`); nothing trains besides the avatar."""
+
+    def __init__(self, poses: PoseSampler, views: ViewSampler) -> None:
+        self.poses, self.sampler = poses, views
+
+    def draw(self, batch: int, stage: str) -> Draw:
+        return Draw(self.poses(batch, stage))
+
+    def pose(self, draw: Draw, views: slice) -> Pose:
+        return draw.pose.index(views)
+
+    def views(self, posed: Posed, draw: Draw, size: int) -> Views:
+        return self.sampler(posed, size)
+
+    def trainables(self) -> dict[str, tuple[list[Tensor], float]]:
+        return {}
+
+    def prior(self) -> Tensor | None:
+        return None
+
+    def state(self) -> dict[str, Tensor]:
+        return {}
+
+    def load_state(self, tensors: dict[str, Tensor]) -> None:
+        return None

@@ -33,7 +33,7 @@ from avatarcli.generate.distributed import Group, Share, whole
 from avatarcli.generate.guidance.protocol import Guidance, Scene
 from avatarcli.generate.parameters import AvatarParameters
 from avatarcli.generate.previews import write_preview
-from avatarcli.generate.samplers import PoseSampler, Views, ViewSampler
+from avatarcli.generate.samplers import Draw, GeneratedViews, PoseSampler, Views, ViewSampler, ViewSource
 from avatarcli.model import avatar_file
 from avatarcli.model.avatar import Avatar, check_template, template_meta
 from avatarcli.model.binding import SkinningBinding, TriangleBinding, deform, rest_posed
@@ -41,7 +41,7 @@ from avatarcli.model.gaussians import Gaussians
 from avatarcli.render.cameras import Cameras, framing
 from avatarcli.render.rasterize import render_gaussians
 from avatarcli.signals import Interrupted, InterruptFlag, deferred_interrupts
-from avatarcli.templates.template import Pose, Posed, Template
+from avatarcli.templates.template import Posed, Template
 
 
 @dataclass
@@ -73,10 +73,23 @@ class Trainer:
             :mod:`~avatarcli.generate.distributed`), or None for one process.
         passes: render and score this process's views of a step in this many passes,
             adding up their gradients (less memory; the same step up to float rounding).
+        source: where each step's poses and cameras come from (default: generation's random
+            poses and cameras; capture passes the video's frames).
+
+    Attributes set by callers that train something other than a text avatar:
+        record: metadata entries the avatar is written with (over the defaults).
+        final_stage: the stage a finished run's avatar is marked with.
     """
 
     def __init__(
-        self, avatar: Avatar, template: Template, guidance: Guidance, config: GenerateConfig, group: Group | None = None, passes: int = 1
+        self,
+        avatar: Avatar,
+        template: Template,
+        guidance: Guidance,
+        config: GenerateConfig,
+        group: Group | None = None,
+        passes: int = 1,
+        source: ViewSource | None = None,
     ) -> None:
         check_template(avatar, template)
         self.group = group
@@ -99,8 +112,12 @@ class Trainer:
         with torch.no_grad():
             rest = deform(self.model.gaussians(), self.model.binding(), template, rest_posed(template, self.model.betas.detach()))
             _, self.radius = framing(rest.means[0])
-        self.poses = PoseSampler(template, self.gen, config.train_motions, config.animated)
-        self.views = ViewSampler(template, config.cameras, self.radius, config.face_closeups, self.gen)
+        self.source: ViewSource = source or GeneratedViews(
+            PoseSampler(template, self.gen, config.train_motions, config.animated),
+            ViewSampler(template, config.cameras, self.radius, config.face_closeups, self.gen),
+        )
+        self.record: dict = {}
+        self.final_stage = "generated"
         self.conditions = ConditionRenderer(template, compile=config.compile)
         self.densifier = Densifier(config.densify, self.radius)
         # made once: creating it on the GPU every step would stall it
@@ -111,6 +128,8 @@ class Trainer:
 
     def make_optimizers(self) -> None:
         self.optimizers, self.extra_optimizers = self.model.optimizers(self.cfg.lr)
+        for name, (tensors, lr) in self.source.trainables().items():
+            self.extra_optimizers[f"source.{name}"] = torch.optim.Adam(tensors, lr=lr, betas=(0.9, 0.99))
 
     # -- schedule ----------------------------------------------------------------------
     @property
@@ -136,11 +155,11 @@ class Trainer:
         cfg = self.cfg
         progress = self.step / self.total_steps
         # the whole step's random draws, made in every process alike; each keeps its share
-        pose = self.poses(cfg.batch, self.stage)
+        draw = self.source.draw(cfg.batch, self.stage)
         one_pass = len(self.passes) == 1 and self.passes[0].whole
         with torch.set_grad_enabled(one_pass):  # one pass over every view: pose once, for both
-            posed = self.tpl.pose(pose, self.model.betas)
-        views = self.views(posed, cfg.resolution)
+            posed = self.tpl.pose(self.source.pose(draw, slice(None)) if one_pass else draw.pose, self.model.betas)
+        views = self.source.views(posed, draw, cfg.resolution)
         prompts = views.prompts(cfg.prompt, cfg.view_prompts)
         # the guidance's timesteps and noise come from a generator made afresh from this seed
         # for every share, so that shares drawn in several passes or processes get one draw
@@ -150,7 +169,7 @@ class Trainer:
         stats: tuple[Tensor, Tensor] | None = None
         reported = torch.zeros((), device=self.device)
         for i, share in enumerate(self.passes):
-            loss, pass_stats = self._pass(pose, views, prompts, share, progress, seed, i == 0 and self.main, posed if one_pass else None)
+            loss, pass_stats = self._pass(draw, views, prompts, share, progress, seed, i == 0 and self.main, posed if one_pass else None)
             reported = reported + loss
             stats = pass_stats if stats is None else (stats[0] + pass_stats[0], stats[1] + pass_stats[1])
         assert stats is not None
@@ -170,6 +189,9 @@ class Trainer:
             self.extra_optimizers["betas"].step()
         if "residual" in self.extra_optimizers:
             self.extra_optimizers["residual"].step()
+        for name, opt in self.extra_optimizers.items():
+            if name.startswith("source."):
+                opt.step()
         self.step += 1
         in_stage = self.step - self.plan[self.stage_index].start
         self.densifier.step_post_backward(self.model.params, self.optimizers, stats, in_stage, self._world_scale)
@@ -177,7 +199,7 @@ class Trainer:
 
     def _pass(
         self,
-        pose: Pose,
+        draw: Draw,
         views: Views,
         prompts: list[str],
         share: Share,
@@ -189,7 +211,7 @@ class Trainer:
         """Render and score the views of ``share`` and backpropagate (gradients accumulate).
 
         Args:
-            pose, views, prompts: the whole step's.
+            draw, views, prompts: the whole step's.
             seed: the step's seed for the guidance's draws.
             regularise: add the regularisers (once per step, in one pass of one process).
             posed: the posed templates of these views, when already made (with gradients).
@@ -198,13 +220,13 @@ class Trainer:
             the loss (detached) and the densification statistics of these views.
         """
         cfg = self.cfg
-        pose = pose if share.whole else pose.index(share.views)
+        pose = self.source.pose(draw, share.views)
         if posed is None:
             posed = self.tpl.pose(pose, self.model.betas)
         cams, bg = views.cameras.index(share.views), self._background
         g = self.model.gaussians()
         binding = self.model.binding()
-        images, _, meta = render_gaussians(deform(g, binding, self.tpl, posed), cams, bg)
+        images, alphas, meta = render_gaussians(deform(g, binding, self.tpl, posed), cams, bg)
         self.densifier.step_pre_backward(meta)
         conditions = None
         if self.guidance.wants_conditions():
@@ -213,11 +235,16 @@ class Trainer:
             ks[:, :2] *= r / cfg.resolution  # focal lengths and principal point follow the image size
             with torch.no_grad():
                 conditions = self.conditions(posed, Cameras(cams.viewmats, ks, r, r))
-        scene = Scene(pose, posed, cams, bg, share)
+        frames = None if draw.frames is None else draw.frames[share.views]
+        scene = Scene(pose, posed, cams, bg, share, frames, alphas)
         loss, info = self.guidance.loss(
             images, conditions, prompts[share.views], progress, torch.Generator().manual_seed(seed), scene=scene
         )
-        total = loss + self._regularisers(g, binding) if regularise else loss
+        if regularise:
+            prior = self.source.prior()
+            total = loss + self._regularisers(g, binding) + (prior if prior is not None else 0.0)
+        else:
+            total = loss
         total.backward()
         return total.detach(), self.densifier.statistics(meta, len(g), cfg.batch, int(info.get("elements", 1)))
 
@@ -268,14 +295,25 @@ class Trainer:
         """Whether this process writes files (the only one, or the first of several)."""
         return self.group is None or self.group.main
 
-    def run(self, output: str | Path, on_step: Callable[[StepReport], None] | None = None, preview_dir: Path | None = None) -> Avatar:
+    def run(
+        self,
+        output: str | Path,
+        on_step: Callable[[StepReport], None] | None = None,
+        preview_dir: Path | None = None,
+        finish: Callable[[Trainer], None] | None = None,
+    ) -> Avatar:
         """Train to the end and write the avatar to ``output``, checkpointing beside it as
         configured (the first process only, when there are several). Ctrl-C or SIGTERM
         finishes the step under way, checkpoints, and raises
         :class:`~avatarcli.signals.Interrupted`; resuming from that checkpoint continues
         exactly as an uninterrupted run would. Until the run ends, the avatar of the last
         checkpoint is at :func:`~avatarcli.generate.checkpoint.unfinished_path` and nothing
-        is at ``output``; the finished run removes that file."""
+        is at ``output``; the finished run removes that file.
+
+        ``finish`` is called after the last step, before the avatar is written (capture
+        scores its held-out frames there and adds the scores to :attr:`record`); it may
+        check ``self.interrupt``: an interruption then checkpoints the finished training, so
+        that ``--resume`` goes straight back to ``finish``."""
         cfg = self.cfg
         self.first_step = self.step + 1
         started, first_done, first_at = time.perf_counter(), 0.0, 0.0
@@ -298,6 +336,13 @@ class Trainer:
 
             try:
                 self.train(after_step)
+                if finish is not None:
+                    try:
+                        finish(self)
+                    except Interrupted:
+                        if self.main:
+                            self.save(output)
+                        raise
             finally:
                 self.interrupt = InterruptFlag()
             avatar = self.avatar(final=True)
@@ -333,12 +378,13 @@ class Trainer:
         meta = copy.deepcopy(self.meta)
         meta.update(
             template=template_meta(self.tpl),
-            stage="generated" if final else f"{self.stage}@{self.step}",
+            stage=self.final_stage if final else f"{self.stage}@{self.step}",
             prompt=self.cfg.prompt,
             seed=self.cfg.seed,
             steps=self.step,
             guidance=self.guidance.name,
         )
+        meta.update(copy.deepcopy(self.record))
         return self.model.snapshot(meta)
 
     def save(self, output: str | Path) -> None:

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from avatarcli.motion.builtin import soft_hands
-from avatarcli.motion.fitting import Camera, PointModel, fill_missing, minimise, robust, roughness, single_thread
+from avatarcli.motion.fitting import Camera, Fitted, PointModel, fill_missing, fit_device, fitting_on, minimise, robust, roughness
 from avatarcli.motion.landmarks import HAND_POINTS, POSE, BodyLandmarks
 from avatarcli.motion.motion import Motion, relaxed_body_pose
 from avatarcli.rotations import axis_angle_to_matrix
@@ -120,7 +120,7 @@ class BodyParameters:
         s = slice(None) if sl is None else sl
         limbs = self.limbs[s]
         b = limbs.shape[0]
-        x = torch.zeros(b, 1)
+        x = limbs.new_zeros(b, 1)
         # knees bend about x only, elbows about y and z
         knee = torch.cat([limbs[:, :, 1, :1], x[:, None].expand(b, 2, 2)], dim=-1)
         elbow = torch.cat([x[:, None].expand(b, 2, 1), limbs[:, :, 4, 1:]], dim=-1)
@@ -140,7 +140,7 @@ class BodyParameters:
         fingers = self.fingers[s]
         for k in range(30):
             cols[25 + k] = fingers[:, k]
-        zero = torch.zeros(b, 3)
+        zero = limbs.new_zeros(b, 3)
         return torch.stack([c if c is not None else zero for c in cols], dim=1)
 
 
@@ -195,8 +195,10 @@ def fit_body(
     name: str = "video",
     smoothing: float = 1.0,
     on_step: Callable[[], None] | None = None,
-) -> Motion:
-    """A body motion (SMPL-X layout) whose posed template matches ``body`` frame by frame.
+    device: torch.device | str | None = None,
+) -> Fitted:
+    """A body motion (SMPL-X layout) whose posed template matches ``body`` frame by frame,
+    with where the body stood and its shape.
 
     Args:
         body: the clip's landmarks (every frame found or bridged, see ``check_found``).
@@ -205,14 +207,23 @@ def fit_body(
         fps: the video's frame rate (recorded in the motion; scales the smoothness).
         smoothing: multiplies the temporal smoothness weights.
         on_step: called after each optimisation step (``sum(STEPS)`` in all).
+        device: where the optimisation runs (default the CPU, on one thread).
     """
-    with single_thread():
-        return _fit(body, template, camera, fps, name, smoothing, on_step)
+    dev = fit_device(device)
+    with fitting_on(dev):
+        return _fit(body, template, camera, fps, name, smoothing, on_step, dev)
 
 
 def _fit(
-    body: BodyLandmarks, template: Template, camera: Camera, fps: float, name: str, smoothing: float, on_step: Callable[[], None] | None
-) -> Motion:
+    body: BodyLandmarks,
+    template: Template,
+    camera: Camera,
+    fps: float,
+    name: str,
+    smoothing: float,
+    on_step: Callable[[], None] | None,
+    device: torch.device,
+) -> Fitted:
     tg = body_targets(template)
     t_frames = len(body.found)
     found = torch.from_numpy(body.found)
@@ -259,21 +270,26 @@ def _fit(
     relaxed = relaxed_body_pose(1)
     soft_hands(relaxed)
     finger_rest = relaxed[0, 25:55]
+    tg.model.to(device)
+    tg = BodyTargets(tg.model, tg.order.to(device), tg.index, tg.weight.to(device), tg.bones.to(device))
+    uv, vis, hands_uv, hands_seen = uv.to(device), vis.to(device), hands_uv.to(device), hands_seen.to(device)
+    mp_bones, bone_vis, per_metre, cam_rot = mp_bones.to(device), bone_vis.to(device), per_metre.to(device), cam_rot.to(device)
+    finger_rest = finger_rest.to(device)
     par = BodyParameters(
         root0.clone(), trans0.clone(), torch.zeros(t_frames, 3), torch.zeros(t_frames, 3), limbs0.clone(),
-        finger_rest[None].repeat(t_frames, 1, 1),
+        finger_rest[None].repeat(t_frames, 1, 1).cpu(),
     )  # fmt: skip
-    for v in vars(par).values():
-        v.requires_grad_(True)
-    betas = torch.zeros(tg.model.num_betas, requires_grad=True)
-    offsets = torch.zeros(len(tg.order), 3, requires_grad=True)
+    for k, v in vars(par).items():
+        setattr(par, k, v.to(device).requires_grad_(True))
+    betas = torch.zeros(tg.model.num_betas, device=device, requires_grad=True)
+    offsets = torch.zeros(len(tg.order), 3, device=device, requires_grad=True)
     e = template.num_expression
-    side_sign = torch.tensor([1.0, -1.0])  # left elbows bend towards -y, right towards +y: the other way costs
+    side_sign = torch.tensor([1.0, -1.0], device=device)  # left elbows bend towards -y, right towards +y: the other way costs
 
     def data(sl: slice) -> Tensor:
         rot = par.rotations(sl)
         b = rot.shape[0]
-        pts = tg.model(rot, torch.zeros(b, e), par.trans[sl], betas, offsets)[:, tg.order]
+        pts = tg.model(rot, rot.new_zeros(b, e), par.trans[sl], betas, offsets)[:, tg.order]
         cam = pts @ cam_rot.T
         px = camera.project(cam)
         scale = per_metre[sl, None]
@@ -311,6 +327,7 @@ def _fit(
               ([offsets], 0.002)]  # fmt: skip
     minimise(groups, t_frames, data, whole(True), STEPS[1], on_step)
     with torch.no_grad():
-        rot = par.rotations()
-        translation = par.trans - par.trans[:1]
-    return Motion("body", rot.detach().clone(), torch.zeros(t_frames, 0), translation.detach().clone(), float(fps), f"{name} (tracked)")
+        rot = par.rotations().cpu()
+        translation = (par.trans - par.trans[:1]).cpu()
+    motion = Motion("body", rot, torch.zeros(t_frames, 0), translation, float(fps), f"{name} (tracked)")
+    return Fitted(motion, par.trans[0].detach().cpu(), betas.detach().cpu())

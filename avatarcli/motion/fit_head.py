@@ -16,7 +16,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from avatarcli.motion.fitting import Camera, PointModel, fill_missing, minimise, robust, roughness, similarity, single_thread
+from avatarcli.motion.fitting import (
+    Camera,
+    Fitted,
+    PointModel,
+    fill_missing,
+    fit_device,
+    fitting_on,
+    minimise,
+    robust,
+    roughness,
+    similarity,
+)
 from avatarcli.motion.landmarks import FACE_CONTOURS, IBUG68, IRISES, FaceLandmarks
 from avatarcli.motion.motion import Motion
 from avatarcli.rotations import matrix_to_axis_angle
@@ -111,8 +122,10 @@ def fit_head(
     name: str = "video",
     smoothing: float = 1.0,
     on_step: Callable[[], None] | None = None,
-) -> Motion:
-    """A head motion (FLAME layout) whose posed template matches ``face`` frame by frame.
+    device: torch.device | str | None = None,
+) -> Fitted:
+    """A head motion (FLAME layout) whose posed template matches ``face`` frame by frame,
+    with where the head stood and its shape.
 
     Args:
         face: the clip's landmarks (every frame found or bridged, see ``check_found``).
@@ -121,14 +134,24 @@ def fit_head(
         fps: the video's frame rate (recorded in the motion; scales the smoothness).
         smoothing: multiplies the temporal smoothness weights.
         on_step: called after each optimisation step (``sum(STEPS)`` in all).
+        device: where the optimisation runs (default the CPU, on one thread; a GPU pays
+            for clips of thousands of frames).
     """
-    with single_thread():
-        return _fit(face, template, camera, fps, name, smoothing, on_step)
+    dev = fit_device(device)
+    with fitting_on(dev):
+        return _fit(face, template, camera, fps, name, smoothing, on_step, dev)
 
 
 def _fit(
-    face: FaceLandmarks, template: Template, camera: Camera, fps: float, name: str, smoothing: float, on_step: Callable[[], None] | None
-) -> Motion:
+    face: FaceLandmarks,
+    template: Template,
+    camera: Camera,
+    fps: float,
+    name: str,
+    smoothing: float,
+    on_step: Callable[[], None] | None,
+    device: torch.device,
+) -> Fitted:
     tg = head_targets(template)
     t_frames = len(face.found)
     found = torch.from_numpy(face.found)
@@ -155,15 +178,17 @@ def _fit(
         trans0 = centre_cam @ cam_rot - ((rot_h @ (centroid_rest - neck)[:, None])[..., 0] + neck)
         per_metre = fill_missing(per_metre, found)
 
-    head = head0.clone().requires_grad_(True)
-    trans = trans0.clone().requires_grad_(True)
-    jaw = torch.zeros(t_frames, 1, requires_grad=True)
-    gaze = torch.zeros(t_frames, 2, requires_grad=True)
-    expr = torch.zeros(t_frames, e, requires_grad=True)
-    betas = torch.zeros(tg.model.num_betas, requires_grad=True)
-    offsets = torch.zeros(tg.model.sizes[0], 3, requires_grad=True)
-    weight = tg.weight[None]
-    present = found.float()
+    tg.model.to(device)
+    uv, along, per_metre, cam_rot = uv.to(device), along.to(device), per_metre.to(device), cam_rot.to(device)
+    head = head0.to(device).requires_grad_(True)
+    trans = trans0.to(device).requires_grad_(True)
+    jaw = torch.zeros(t_frames, 1, device=device, requires_grad=True)
+    gaze = torch.zeros(t_frames, 2, device=device, requires_grad=True)
+    expr = torch.zeros(t_frames, e, device=device, requires_grad=True)
+    betas = torch.zeros(tg.model.num_betas, device=device, requires_grad=True)
+    offsets = torch.zeros(tg.model.sizes[0], 3, device=device, requires_grad=True)
+    weight = tg.weight[None].to(device)
+    present = found.float().to(device)
 
     def data(sl: slice) -> Tensor:
         pts = tg.model(_rotations(head[sl], jaw[sl], gaze[sl]), expr[sl], trans[sl], betas, offsets)
@@ -189,6 +214,7 @@ def _fit(
     groups = [([head], 0.01), ([trans], 0.003), ([jaw, gaze], 0.01), ([expr], 0.03), ([betas], 0.03), ([offsets], 3e-4)]
     minimise(groups, t_frames, data, whole(True), STEPS[1], on_step)
     with torch.no_grad():
-        rot = _rotations(head, jaw, gaze)
-        translation = trans - trans[:1]
-    return Motion("head", rot.detach().clone(), expr.detach().clone(), translation.detach().clone(), float(fps), f"{name} (tracked)")
+        rot = _rotations(head, jaw, gaze).cpu()
+        translation = (trans - trans[:1]).cpu()
+    motion = Motion("head", rot, expr.detach().cpu(), translation, float(fps), f"{name} (tracked)")
+    return Fitted(motion, trans[0].detach().cpu(), betas.detach().cpu())

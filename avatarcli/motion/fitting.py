@@ -23,7 +23,8 @@ from smplx.lbs import batch_rodrigues
 from torch import Tensor
 
 from avatarcli.errors import AvatarError
-from avatarcli.templates.template import Template, rigid_transforms
+from avatarcli.motion.motion import Motion
+from avatarcli.templates.template import Pose, Template, rigid_transforms
 
 DEFAULT_FOV = 40.0
 MAX_GAP_SECONDS = 0.5  # frames without detections are bridged up to this long
@@ -123,6 +124,14 @@ class PointModel:
         self.num_joints = t.num_joints
         self.sizes = (len(faces), len(vertices), len(self.joint_idx), len(self.eye_idx))
 
+    def to(self, device: torch.device | str) -> PointModel:
+        """This model with its tensors on ``device`` (in place; returns itself)."""
+        for name, value in vars(self).items():
+            if isinstance(value, Tensor):
+                setattr(self, name, value.to(device))
+        self.levels = [(idx.to(device), par.to(device)) for idx, par in self.levels]
+        return self
+
     def __call__(self, rotations: Tensor, expression: Tensor, translation: Tensor, betas: Tensor, offsets: Tensor | None = None) -> Tensor:
         """Posed points (B, L + K + M + I, 3): surface points, vertices, joints, irises.
 
@@ -137,7 +146,7 @@ class PointModel:
         v = self.v_template + torch.einsum("bl,nkl->bnk", coeffs, self.dirs)
         j = self.j_template + torch.einsum("bl,jkl->bjk", coeffs, self.j_dirs)
         rot = batch_rodrigues(rotations.reshape(-1, 3)).view(b, -1, 3, 3)
-        feature = (rot[:, 1:] - torch.eye(3)).reshape(b, -1)
+        feature = (rot[:, 1:] - torch.eye(3, device=rot.device)).reshape(b, -1)
         v = v + (feature @ self.posedirs).view(b, -1, 3)
         posed_joints, transforms = rigid_transforms(rot, j, self.levels)
         # linear blend skinning (skin_points' arithmetic), a column of the blended transforms
@@ -157,6 +166,43 @@ class PointModel:
             points = points + moved.transpose(1, 2)
         irises = posed_joints[:, self.eye_idx] + transforms[:, self.eye_idx, :3, 2] * self.eye_radius
         return torch.cat([points, irises], dim=1) + translation[:, None]
+
+
+@dataclass
+class Fitted:
+    """A clip fitted to its video.
+
+    Attributes:
+        motion: the motion, its translation relative to the first frame (what ``avatar
+            track`` writes: the clip starts where the avatar stands).
+        origin: (3,) where the template stood at the first frame, in the camera's world
+            (the camera at the origin looking along -z).
+        betas: (S,) the subject's shape.
+    """
+
+    motion: Motion
+    origin: Tensor
+    betas: Tensor
+
+    def world_poses(self) -> Pose:
+        """Every frame's pose (T) in the camera's world, as the video shows it."""
+        m = self.motion
+        return Pose(m.rotations, m.expression, m.translation + self.origin)
+
+
+def fit_device(device: torch.device | str | None) -> torch.device:
+    """Where a fit runs: the CPU unless a device is given."""
+    return torch.device("cpu") if device is None else torch.device(device)
+
+
+@contextlib.contextmanager
+def fitting_on(device: torch.device) -> Iterator[None]:
+    """One thread on the CPU (see :func:`single_thread`); nothing to change elsewhere."""
+    if device.type == "cpu":
+        with single_thread():
+            yield
+    else:
+        yield
 
 
 # -- frames without detections -------------------------------------------------------------------

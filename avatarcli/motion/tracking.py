@@ -19,9 +19,10 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from avatarcli.errors import AvatarError
-from avatarcli.motion.fitting import DEFAULT_FOV, Camera, check_found
+from avatarcli.motion.fitting import DEFAULT_FOV, Camera, Fitted, check_found
 from avatarcli.motion.landmarks import BodyLandmarks, FaceLandmarks, detect_bodies, detect_faces, load_mediapipe, with_torso_in_view
 from avatarcli.motion.motion import Motion
 from avatarcli.motion.video import VideoInfo, read_frames
@@ -101,17 +102,33 @@ class Tracked:
     """A tracked clip: the motion and the evidence it came from.
 
     Attributes:
-        motion: the fitted motion (fps: the video's).
+        fitted: the fitted motion (fps: the video's), where the subject stood and its shape.
         landmarks: what MediaPipe found per frame.
         missed: frames (of the span) where nothing was found, bridged by the fit.
+        camera: the camera the fit assumed.
     """
 
-    motion: Motion
+    fitted: Fitted
     landmarks: FaceLandmarks | BodyLandmarks
     missed: list[int]
+    camera: Camera
+
+    @property
+    def motion(self) -> Motion:
+        return self.fitted.motion
 
 
-def track_video(info: VideoInfo, template: Template, settings: TrackSettings, on_progress: Progress | None = None) -> Tracked:
+FrameTap = Callable[[int, np.ndarray], None]  # (index in the span, RGB frame (H, W, 3) uint8)
+
+
+def track_video(
+    info: VideoInfo,
+    template: Template,
+    settings: TrackSettings,
+    on_progress: Progress | None = None,
+    tap: FrameTap | None = None,
+    device: torch.device | str | None = None,
+) -> Tracked:
     """Track the head or body (``template.kind``) through the video ``info`` describes.
 
     Args:
@@ -120,6 +137,9 @@ def track_video(info: VideoInfo, template: Template, settings: TrackSettings, on
         settings: span, camera, hands, smoothing (checked here).
         on_progress: called with (stage, done, total): "detecting" per frame (total is the
             estimate from the video's duration), then "fitting" per optimisation step.
+        tap: called with every decoded frame of the span, before MediaPipe sees it (so a
+            caller that needs the frames too decodes the video once).
+        device: where the fit runs (default the CPU).
     """
     from avatarcli.motion import fit_body, fit_head
 
@@ -129,7 +149,7 @@ def track_video(info: VideoInfo, template: Template, settings: TrackSettings, on
     report = on_progress or (lambda stage, done, total: None)
     expected = max(1, round(span * info.fps) + 1) if math.isfinite(span) else info.frames_estimate
     limit = round(MAX_SECONDS * info.fps) + 1
-    frames = contextlib.closing(_at_most(read_frames(info, settings.start, settings.end), limit, info.name))
+    frames = contextlib.closing(_tapped(_at_most(read_frames(info, settings.start, settings.end), limit, info.name), tap))
 
     def detected(done: int) -> None:
         report("detecting", done, max(expected, done))
@@ -152,8 +172,22 @@ def track_video(info: VideoInfo, template: Template, settings: TrackSettings, on
 
     report("fitting", 0, steps)
     if isinstance(landmarks, FaceLandmarks):
-        motion = fit_head.fit_head(landmarks, template, camera, info.fps, info.name, settings.smoothing, stepped)
+        fitted = fit_head.fit_head(landmarks, template, camera, info.fps, info.name, settings.smoothing, stepped, device)
     else:
-        motion = fit_body.fit_body(landmarks, template, camera, info.fps, info.name, settings.smoothing, stepped)
+        fitted = fit_body.fit_body(landmarks, template, camera, info.fps, info.name, settings.smoothing, stepped, device)
+    fitted.motion.validate()
     missed = [int(i) for i, ok in enumerate(landmarks.found) if not ok]
-    return Tracked(motion.validate(), landmarks, missed)
+    return Tracked(fitted, landmarks, missed, camera)
+
+
+def _tapped(frames: Iterator[np.ndarray], tap: FrameTap | None) -> Generator[np.ndarray, None, None]:
+    """``frames``, each shown to ``tap`` first."""
+    try:
+        for i, frame in enumerate(frames):
+            if tap is not None:
+                tap(i, frame)
+            yield frame
+    finally:
+        close = getattr(frames, "close", None)
+        if close is not None:
+            close()

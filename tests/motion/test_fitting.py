@@ -141,7 +141,7 @@ def test_head_fit_recovers_a_random_motion_from_exact_landmarks(head_template):
 
     truth = random_head_motion(1.0, 15.0, seed=3)
     camera = Camera(256, 256, fov=30.0)
-    fit = fit_head(_exact_face(truth, head_template, camera), head_template, camera, 15.0)
+    fit = fit_head(_exact_face(truth, head_template, camera), head_template, camera, 15.0).motion
     acc = head_accuracy(fit, truth, head_template).summary()
     assert fit.kind == "head" and len(fit) == len(truth) and fit.fps == 15.0
     assert acc["neck_deg_mean"] < 0.5 and acc["jaw_deg_mean"] < 0.6 and acc["gaze_deg_mean"] < 1.5, acc
@@ -169,8 +169,13 @@ def test_body_fit_recovers_a_wave_from_exact_landmarks(body_template):
     visibility[:, idx] = 1.0
     hands = np.full((t, 2, 21, 3), np.nan, np.float32)
     body = BodyLandmarks(image, world, visibility, hands, np.zeros((t, 2), dtype=bool), np.ones(t, dtype=bool), 256, 256)
-    fit = fit_body(body, tpl, camera, 10.0)
+    fitted = fit_body(body, tpl, camera, 10.0)
+    fit = fitted.motion
     acc = body_accuracy(fit, truth, tpl).summary()
+    # where the body stood in the camera's world, not only how it moved (what capture renders)
+    placed = fitted.world_poses().translation - (poses.translation + torch.tensor([0.0, -0.3, -4.0]))
+    assert float(placed.norm(dim=-1).max()) < 0.05, placed
+    assert fitted.betas.shape == (tpl.num_betas,)
     assert fit.kind == "body" and fit.rotations.shape == (t, 55, 3)
     assert acc["limb_deg_mean"] < 2.0 and acc["bend_deg_mean"] < 2.0 and acc["root_deg_mean"] < 2.0, acc
     assert acc["path_m_max"] < 0.03, acc

@@ -26,13 +26,17 @@ class Scene:
     shape), the cameras and the background of this process's views, and which of the step's
     views they are (``share``; the whole step in a single process). A guidance draws its
     random timesteps and noise for the whole step and keeps this share, so that several
-    processes together draw what one would."""
+    processes together draw what one would. ``frames`` (B,) are the video frames the views
+    show (capture; None in generation), ``alphas`` (B, H, W, 1) the renders' opacity (with
+    gradients)."""
 
     pose: Pose
     posed: Posed
     cameras: Cameras
     background: Tensor
     share: Share
+    frames: Tensor | None = None
+    alphas: Tensor | None = None
 
 
 class Guidance(Protocol):
