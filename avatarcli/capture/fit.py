@@ -130,7 +130,7 @@ def prepare(
         raise AvatarError(f"{info.name}: the span is {span:.2f} s; capture needs at least {MIN_SECONDS:g} s of video")
     size = training_size(info.width, info.height, settings.resolution)
     expected = round(span * info.fps) + 1 if math.isfinite(span) else None
-    recorder = FootageRecorder((info.width, info.height), size, expected, PersonSegmenter())
+    recorder = FootageRecorder((info.width, info.height), size, expected, PersonSegmenter(quiet=False))
     try:
         tracked = track_video(info, template, settings.track, on_progress, tap=recorder, device=device)
     finally:

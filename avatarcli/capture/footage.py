@@ -2,13 +2,15 @@
 
 The video is decoded once: each frame goes to the person segmenter and is scaled down to the
 training size on its way to MediaPipe's landmark tracker (:func:`avatarcli.motion.tracking.
-track_video`'s ``tap``). Long spans keep every k-th frame for training (the tracker still
-sees them all), so memory stays within :data:`MAX_FRAMES` frames.
+track_video`'s ``tap``), on a thread of its own so that the two detectors run side by side.
+Long spans keep every k-th frame for training (the tracker still sees them all), so memory
+stays within :data:`MAX_FRAMES` frames.
 """
 
 from __future__ import annotations
 
 import math
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,27 +81,37 @@ class FootageRecorder:
         self.video_size, self.size = video_size, size
         self.stride = max(1, math.ceil(expected / MAX_FRAMES)) if expected else 1
         self.segmenter = segmenter
-        self.frames: list[np.ndarray] = []
-        self.person: list[np.ndarray] = []
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="segmenter")
+        self._pending: list[Future[tuple[np.ndarray, np.ndarray]]] = []
         self.index: list[int] = []
 
     def __call__(self, i: int, frame: np.ndarray) -> None:
-        if i % self.stride or len(self.frames) >= MAX_FRAMES:
+        if i % self.stride or len(self.index) >= MAX_FRAMES:
             return
+        if len(self._pending) > 8 and self._pending[-9].done() is False:
+            self._pending[-9].result()  # at most a few frames queued: memory stays bounded
+        self._pending.append(self._worker.submit(self._one, frame.copy()))
+        self.index.append(i)
+
+    def _one(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         prob = self.segmenter(frame)
         image = Image.fromarray(frame)
         mask = Image.fromarray((prob * 255.0 + 0.5).astype(np.uint8))
         if image.size != self.size:
             image = image.resize(self.size, Image.BOX)
             mask = mask.resize(self.size, Image.BOX)
-        self.frames.append(np.asarray(image))
-        self.person.append(np.asarray(mask))
-        self.index.append(i)
+        return np.asarray(image), np.asarray(mask)
 
     def finish(self, fps: float) -> Footage:
-        """The footage recorded (the segmenter is closed)."""
-        self.segmenter.close()
+        """The footage recorded (the segmenter is closed). Raises what segmenting raised."""
+        try:
+            done = [f.result() for f in self._pending]
+        finally:
+            for f in self._pending:
+                f.cancel()
+            self._worker.shutdown(wait=True)
+            self.segmenter.close()
         w, h = self.size
-        frames = torch.from_numpy(np.stack(self.frames)) if self.frames else torch.zeros(0, h, w, 3, dtype=torch.uint8)
-        person = torch.from_numpy(np.stack(self.person)) if self.person else torch.zeros(0, h, w, dtype=torch.uint8)
+        frames = torch.from_numpy(np.stack([d[0] for d in done])) if done else torch.zeros(0, h, w, 3, dtype=torch.uint8)
+        person = torch.from_numpy(np.stack([d[1] for d in done])) if done else torch.zeros(0, h, w, dtype=torch.uint8)
         return Footage(frames, person, torch.tensor(self.index, dtype=torch.long), self.stride, fps, self.video_size)

@@ -9,6 +9,7 @@ but coarser.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -23,16 +24,24 @@ class PersonSegmenter:
 
         with PersonSegmenter() as seg:
             prob = seg(frame)  # (H, W) float32 in [0, 1]
+
+    Args:
+        quiet: send MediaPipe's native start-up chatter (on the first frame) to /dev/null.
+            A segmenter that runs on a thread beside a landmark detector, inside that
+            detector's quiet spell (:func:`~avatarcli.motion.landmarks.quiet_native_stderr`
+            redirects the whole process's descriptor 2), passes False: two threads swapping
+            descriptor 2 could leave it pointing at /dev/null.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, quiet: bool = True) -> None:
         self._mp = load_mediapipe()
+        self._quiet = quiet
         self._solution: Any = None
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         """(H, W) float32 person probability of an RGB frame (H, W, 3) uint8."""
-        if self._solution is None:  # made with the first frame: its native start-up chatter is quietened with it
-            with quiet_native_stderr():
+        if self._solution is None:  # made with the first frame, when its native chatter comes
+            with quiet_native_stderr() if self._quiet else contextlib.nullcontext():
                 self._solution = self._mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
                 return self._process(frame)
         return self._process(frame)
