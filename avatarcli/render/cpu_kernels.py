@@ -38,6 +38,11 @@ from numba import prange
 
 if not numba.config.CACHE_DIR:  # numba was imported before this module set the variable
     numba.config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]
+# numba's own thread pool unless NUMBA_THREADING_LAYER says otherwise: its workers sleep
+# between kernels, where OpenMP's spin and, on a CPU shared with other work, lose several
+# times the kernel's time waiting for each other (the same everywhere: macOS has no OpenMP)
+if not os.environ.get("NUMBA_THREADING_LAYER"):
+    numba.config.THREADING_LAYER = "workqueue"
 
 # A contribution is skipped when opacity * exp(-sigma) < 1/255; with opacity <= 1 that holds
 # for every sigma above ln(255) = 5.54, so those pixels skip the exponential.
@@ -48,7 +53,7 @@ CHUNK = 2  # tiles handed to a thread at a time: tiles differ a lot in work
 # 0.5, alpha threshold, alpha cap, transmittance stop, sigma beyond which alpha is below threshold
 _HALF, _THRESHOLD, _CAP, _T_MIN, _SKIP = range(5)
 
-LOCK = threading.Lock()  # numba's fallback thread pool must not be entered from two threads at once
+LOCK = threading.Lock()  # numba's workqueue pool must not be entered from two threads at once
 
 
 def compiled(parallel: bool = False) -> Callable[[Callable[..., Any]], Any]:
@@ -69,16 +74,20 @@ def constants(dtype: np.dtype, alpha_threshold: float, max_alpha: float, t_min: 
 
 
 @compiled(parallel=True)
-def bin_tiles(depths: np.ndarray, valid: np.ndarray, rect: np.ndarray, tiles_x: int, tiles_y: int) -> tuple[np.ndarray, np.ndarray]:
+def bin_tiles(
+    depths: np.ndarray, keys: np.ndarray, valid: np.ndarray, rect: np.ndarray, tiles_x: int, tiles_y: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Tile lists, each sorted front to back.
 
-    The Gaussians are counted and listed per tile in index order (reading the inputs in
-    order), then each tile's list is sorted by depth on its own, stably: ties keep index
-    order, as in the reference's one stable sort of all of them.
+    The Gaussians are listed per tile in index order (reading the inputs in order), then
+    each tile's list is sorted on its own by (depth key, index), as one integer each, and
+    entries whose keys tie are ordered by their exact depths. Ties of exact
+    depth keep index order, as in the reference's one stable sort of every Gaussian.
 
     Args:
-        depths: (C, N); valid: (C, N) bool; rect: (C, N, 4) int32, the first and last tile
-            column and row each valid Gaussian touches (x0, x1, y0, y1).
+        depths: (C, N); keys: (C, N) uint32 that order like the depths rounded to float32
+            (see :func:`depth_keys`); valid: (C, N) bool; rect: (C, N, 4) int32, the first
+            and last tile column and row each valid Gaussian touches (x0, x1, y0, y1).
 
     Returns:
         tile_start (C * T + 1,) int64 and tile_ids (K,) int64 rows of the flattened (C * N) arrays.
@@ -96,26 +105,47 @@ def bin_tiles(depths: np.ndarray, valid: np.ndarray, rect: np.ndarray, tiles_x: 
     tile_start = np.zeros(c_count * t_count + 1, dtype=np.int64)
     for t in range(c_count * t_count):
         tile_start[t + 1] = tile_start[t] + counts[t]
-    ids = np.empty(tile_start[-1], dtype=np.int64)
-    keys = np.empty(tile_start[-1], dtype=depths.dtype)
+    packed = np.empty(tile_start[-1], dtype=np.uint64)
     for c in prange(c_count):
         base = c * t_count
         cursor = tile_start[base : base + t_count].copy()
         for g in range(n):
             if valid[c, g]:
+                entry = (np.uint64(keys[c, g]) << np.uint64(32)) | np.uint64(c * n + g)
                 for ty in range(rect[c, g, 2], rect[c, g, 3] + 1):
                     for tx in range(rect[c, g, 0], rect[c, g, 1] + 1):
                         t = ty * tiles_x + tx
-                        ids[cursor[t]] = c * n + g
-                        keys[cursor[t]] = depths[c, g]
+                        packed[cursor[t]] = entry
                         cursor[t] += 1
-    tile_ids = np.empty_like(ids)
+    tile_ids = np.empty(len(packed), dtype=np.int64)
+    flat = depths.reshape(-1)
+    low, shift = np.uint64(0xFFFFFFFF), np.uint64(32)
     for t in prange(c_count * t_count):
         s, e = tile_start[t], tile_start[t + 1]
-        order = np.argsort(keys[s:e], kind="mergesort")
-        for j in range(e - s):
-            tile_ids[s + j] = ids[s + order[j]]
+        packed[s:e].sort()
+        for j in range(s, e):
+            tile_ids[j] = np.int64(packed[j] & low)
+        j = s
+        while j < e:  # a run of equal keys: by exact depth, then index (only float64 depths differ here)
+            r = j + 1
+            while r < e and packed[r] >> shift == packed[j] >> shift:
+                r += 1
+            for a in range(j + 1, r):
+                g = tile_ids[a]
+                i = a
+                while i > j and (flat[tile_ids[i - 1]] > flat[g] or (flat[tile_ids[i - 1]] == flat[g] and tile_ids[i - 1] > g)):
+                    tile_ids[i] = tile_ids[i - 1]
+                    i -= 1
+                tile_ids[i] = g
+            j = r
     return tile_start, tile_ids
+
+
+def depth_keys(depths: np.ndarray) -> np.ndarray:
+    """(C, N) uint32 that sort like ``depths`` rounded to float32 (sign flipped for
+    positives, every bit for negatives)."""
+    bits = np.ascontiguousarray(depths, dtype=np.float32).view(np.uint32)
+    return np.where(bits >> 31 == 1, ~bits, bits | np.uint32(0x80000000))
 
 
 @compiled(parallel=True)
@@ -354,30 +384,27 @@ def project_forward(
         y = v[1, 0] * mx + v[1, 1] * my + v[1, 2] * mz + v[1, 3]
         z = v[2, 0] * mx + v[2, 1] * my + v[2, 2] * mz + v[2, 3]
         depths[c, g] = z
-        # world covariance R diag(s^2) R^T from the normalised quaternion
+        # world covariance M M^T, M = R(q) diag(s), from the normalised quaternion
         qw, qx, qy, qz = quats[c, g, 0], quats[c, g, 1], quats[c, g, 2], quats[c, g, 3]
         qn = max(np.sqrt(qw * qw + qx * qx + qy * qy + qz * qz), norm_eps)
         qw, qx, qy, qz = qw / qn, qx / qn, qy / qn, qz / qn
-        r = np.empty((3, 3), means.dtype)
-        r[0, 0], r[0, 1], r[0, 2] = one - two * (qy * qy + qz * qz), two * (qx * qy - qw * qz), two * (qx * qz + qw * qy)
-        r[1, 0], r[1, 1], r[1, 2] = two * (qx * qy + qw * qz), one - two * (qx * qx + qz * qz), two * (qy * qz - qw * qx)
-        r[2, 0], r[2, 1], r[2, 2] = two * (qx * qz - qw * qy), two * (qy * qz + qw * qx), one - two * (qx * qx + qy * qy)
-        for j in range(3):
-            sj = scales[c, g, j]
-            for i in range(3):
-                r[i, j] *= sj
-        cov = np.empty((3, 3), means.dtype)
-        for i in range(3):
-            for j in range(3):
-                cov[i, j] = r[i, 0] * r[j, 0] + r[i, 1] * r[j, 1] + r[i, 2] * r[j, 2]
-        rc = np.empty((3, 3), means.dtype)  # view rotation @ cov
-        for i in range(3):
-            for j in range(3):
-                rc[i, j] = v[i, 0] * cov[0, j] + v[i, 1] * cov[1, j] + v[i, 2] * cov[2, j]
-        cc = np.empty((3, 3), means.dtype)  # (view rotation @ cov) @ view rotation^T
-        for i in range(3):
-            for j in range(3):
-                cc[i, j] = rc[i, 0] * v[j, 0] + rc[i, 1] * v[j, 1] + rc[i, 2] * v[j, 2]
+        s0, s1, s2 = scales[c, g, 0], scales[c, g, 1], scales[c, g, 2]
+        m00, m01, m02 = (one - two * (qy * qy + qz * qz)) * s0, two * (qx * qy - qw * qz) * s1, two * (qx * qz + qw * qy) * s2
+        m10, m11, m12 = two * (qx * qy + qw * qz) * s0, (one - two * (qx * qx + qz * qz)) * s1, two * (qy * qz - qw * qx) * s2
+        m20, m21, m22 = two * (qx * qz - qw * qy) * s0, two * (qy * qz + qw * qx) * s1, (one - two * (qx * qx + qy * qy)) * s2
+        w00, w01, w02 = m00 * m00 + m01 * m01 + m02 * m02, m00 * m10 + m01 * m11 + m02 * m12, m00 * m20 + m01 * m21 + m02 * m22
+        w10, w11, w12 = m10 * m00 + m11 * m01 + m12 * m02, m10 * m10 + m11 * m11 + m12 * m12, m10 * m20 + m11 * m21 + m12 * m22
+        w20, w21, w22 = m20 * m00 + m21 * m01 + m22 * m02, m20 * m10 + m21 * m11 + m22 * m12, m20 * m20 + m21 * m21 + m22 * m22
+        # camera covariance (V W) V^T, V the view rotation
+        r00, r01, r02 = v[0, 0], v[0, 1], v[0, 2]
+        r10, r11, r12 = v[1, 0], v[1, 1], v[1, 2]
+        r20, r21, r22 = v[2, 0], v[2, 1], v[2, 2]
+        a00, a01, a02 = r00 * w00 + r01 * w10 + r02 * w20, r00 * w01 + r01 * w11 + r02 * w21, r00 * w02 + r01 * w12 + r02 * w22
+        a10, a11, a12 = r10 * w00 + r11 * w10 + r12 * w20, r10 * w01 + r11 * w11 + r12 * w21, r10 * w02 + r11 * w12 + r12 * w22
+        a20, a21, a22 = r20 * w00 + r21 * w10 + r22 * w20, r20 * w01 + r21 * w11 + r22 * w21, r20 * w02 + r21 * w12 + r22 * w22
+        c00, c01, c02 = a00 * r00 + a01 * r01 + a02 * r02, a00 * r10 + a01 * r11 + a02 * r12, a00 * r20 + a01 * r21 + a02 * r22
+        c11, c12 = a10 * r10 + a11 * r11 + a12 * r12, a10 * r20 + a11 * r21 + a12 * r22  # (1, 0) is not needed
+        c20, c21, c22 = a20 * r00 + a21 * r01 + a22 * r02, a20 * r10 + a21 * r11 + a22 * r12, a20 * r20 + a21 * r21 + a22 * r22
         fx, fy, cx, cy = k[0, 0], k[1, 1], k[0, 2], k[1, 2]
         tan_x, tan_y = width / two / fx, height / two / fy
         zs = zmin if abs(z) < zmin else z
@@ -388,12 +415,12 @@ def project_forward(
         ty = zs * min(lim_yp, max(-lim_yn, y * rz))
         j00, j02 = fx * rz, -fx * tx * rz * rz
         j11, j12 = fy * rz, -fy * ty * rz * rz
-        # cov2d = J cc J^T with J = [[j00, 0, j02], [0, j11, j12]]
-        a0, a2 = j00 * cc[0, 0] + j02 * cc[2, 0], j00 * cc[0, 2] + j02 * cc[2, 2]
-        b1, b2 = j11 * cc[1, 1] + j12 * cc[2, 1], j11 * cc[1, 2] + j12 * cc[2, 2]
-        a = a0 * j00 + a2 * j02 + eps
-        b = (j00 * cc[0, 1] + j02 * cc[2, 1]) * j11 + a2 * j12
-        cv = b1 * j11 + b2 * j12 + eps
+        # cov2d = (J C) J^T with J = [[j00, 0, j02], [0, j11, j12]]
+        t00, t01, t02 = j00 * c00 + j02 * c20, j00 * c01 + j02 * c21, j00 * c02 + j02 * c22
+        t11, t12 = j11 * c11 + j12 * c21, j11 * c12 + j12 * c22
+        a = t00 * j00 + t02 * j02 + eps
+        b = t01 * j11 + t02 * j12
+        cv = t11 * j11 + t12 * j12 + eps
         det = a * cv - b * b
         ok = z >= near and z <= far and det > 0
         det_safe = det if ok else one

@@ -61,7 +61,8 @@ def bin_gaussians(depths: Tensor, valid: Tensor, rect: Tensor, tiles_x: int, til
     Args:
         depths: (C, N); valid: (C, N) bool; rect: (C, N, 4) int32 tiles touched (x0, x1, y0, y1).
     """
-    start, ids = _launch(kernels.bin_tiles, _np(depths), _np(valid), _np(rect), tiles_x, tiles_y, chunk=kernels.CHUNK)
+    d = _np(depths)
+    start, ids = _launch(kernels.bin_tiles, d, kernels.depth_keys(d), _np(valid), _np(rect), tiles_x, tiles_y, chunk=kernels.CHUNK)
     return TileLists(start, ids, tiles_x, tiles_y, tile_size)
 
 
@@ -101,7 +102,7 @@ def composite(
     """
     c, n, d = colors.shape
     dtype = means2d.dtype
-    flat = [_np(t).reshape(c * n, -1) for t in (means2d, conics, colors)]
+    flat = [_np(t).reshape(c * n, w) for t, w in ((means2d, 2), (conics, 3), (colors, d))]
     color = torch.empty(c, height, width, d, dtype=dtype)
     trans = torch.empty(c, height, width, dtype=dtype)
     last = torch.empty(c, height, width, dtype=torch.int64)
@@ -150,7 +151,7 @@ class Composite(torch.autograd.Function):
         if ctx.has_background:
             v_trans = v_trans + (v_color * backgrounds[:, None, None, :]).sum(-1)
             v_bg = (v_color * trans[..., None]).sum((1, 2))
-        flat = [_np(t).reshape(c * n, -1) for t in (means2d, conics, colors)]
+        flat = [_np(t).reshape(c * n, w) for t, w in ((means2d, 2), (conics, 3), (colors, d))]
         np_dtype = flat[0].dtype
         grads = np.zeros((len(tiles.ids), 6 + d), dtype=np_dtype)
         _launch(
