@@ -179,9 +179,10 @@ def deform(gaussians: Gaussians, binding: Binding, template: Template, posed: Po
     scales = torch.exp(gaussians.log_scales)
     if isinstance(binding, TriangleBinding):
         centers, rots, k, affine = _frames(posed.vertices, template.faces)
-        c, r, kk = centers[:, binding.face_idx], rots[:, binding.face_idx], k[:, binding.face_idx, None]
+        c, kk = centers[:, binding.face_idx], k[:, binding.face_idx, None]
         means = (affine[:, binding.face_idx] @ gaussians.means[None, :, :, None])[..., 0] + c
-        world_quats = quat_multiply(matrix_to_quat(r), quats[None].expand(r.shape[0], -1, -1))
+        face_quats = matrix_to_quat(rots)[:, binding.face_idx]  # once per triangle, not per Gaussian
+        world_quats = quat_multiply(face_quats, quats[None].expand(face_quats.shape[0], -1, -1))
         world_scales = kk * scales[None]
     else:
         offsets = surface_offsets(template, posed, binding)
@@ -189,7 +190,8 @@ def deform(gaussians: Gaussians, binding: Binding, template: Template, posed: Po
         weights = binding.effective_weights(gaussians.means)
         t = torch.einsum("nj,bjk->bnk", weights, posed.transforms.reshape(posed.transforms.shape[0], -1, 16))
         t = t.reshape(t.shape[0], t.shape[1], 4, 4)
-        means = (t[..., :3, :3] @ rest[..., None])[..., 0] + t[..., :3, 3]
+        # t[..., :3, :3] @ rest + t[..., :3, 3], column by column (a batch of 3x3 products is slow on a CPU)
+        means = t[..., :3, 3] + t[..., :3, 0] * rest[..., 0:1] + t[..., :3, 1] * rest[..., 1:2] + t[..., :3, 2] * rest[..., 2:3]
         blended = torch.einsum("nj,bjk->bnk", weights, joint_quats(posed.transforms, template.levels))
         world_quats = quat_multiply(F.normalize(blended, dim=-1), quats[None].expand(blended.shape[0], -1, -1))
         world_scales = scales[None].expand(means.shape[0], -1, -1)
@@ -199,8 +201,9 @@ def deform(gaussians: Gaussians, binding: Binding, template: Template, posed: Po
 def surface_offsets(template: Template, posed: Posed, binding: SkinningBinding) -> Tensor:
     """Blend-shape displacement (B, N, 3) of each Gaussian's surface point, before skinning."""
     corners = template.faces[binding.face_idx]  # (N, 3)
-    disp = posed.unposed[:, corners] - template.v_template[corners][None]  # (B, N, 3, 3)
-    return (disp * binding.bary[None, :, :, None]).sum(dim=2)
+    disp = posed.unposed - template.v_template[None]  # (B, V, 3), per vertex before gathering
+    bary = binding.bary[None, :, :, None]
+    return disp[:, corners[:, 0]] * bary[:, :, 0] + disp[:, corners[:, 1]] * bary[:, :, 1] + disp[:, corners[:, 2]] * bary[:, :, 2]
 
 
 def joint_quats(transforms: Tensor, levels: list[tuple[Tensor, Tensor]]) -> Tensor:

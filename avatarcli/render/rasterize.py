@@ -1,8 +1,10 @@
-"""Rendering Gaussians: one ``rasterize`` with two backends.
+"""Rendering Gaussians: one ``rasterize`` with three backends.
 
-``gsplat`` (CUDA kernels, compiled on first use) on GPUs; the pure-PyTorch reference in
-:mod:`avatarcli.render.reference` everywhere else. Both take the same arguments, follow the
-same conventions and return the same things, so callers never branch on the device.
+``gsplat`` (CUDA kernels, compiled on first use) on GPUs; ``cpu``, the compiled tile
+rasterizer of :mod:`avatarcli.render.cpu_rasterizer`, on the CPU; and ``reference``, the
+readable pure-PyTorch rasterizer of :mod:`avatarcli.render.torch_rasterizer` that the other
+two are tested against (and the fallback on other devices). All take the same arguments,
+follow the same conventions and return the same things, so callers never branch on the device.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from avatarcli.model.binding import PosedGaussians
 from avatarcli.render.cameras import Cameras
 from avatarcli.render.torch_rasterizer import rasterize_reference
 
-Backend = Literal["auto", "gsplat", "reference"]
+Backend = Literal["auto", "gsplat", "cpu", "reference"]
 
 
 def gsplat_available() -> bool:
@@ -29,14 +31,20 @@ def gsplat_available() -> bool:
     return torch.cuda.is_available()
 
 
-def pick_backend(device: torch.device, backend: Backend = "auto") -> Literal["gsplat", "reference"]:
+def pick_backend(device: torch.device, backend: Backend = "auto") -> Literal["gsplat", "cpu", "reference"]:
+    """The backend that renders tensors on ``device``: "auto" is gsplat on CUDA, the
+    compiled CPU rasterizer on the CPU and the reference elsewhere."""
     if backend == "reference":
         return "reference"
+    if backend == "cpu":
+        if device.type != "cpu":
+            raise AvatarError(f"the cpu backend renders tensors on the CPU, not on {device.type}")
+        return "cpu"
     if device.type == "cuda" and gsplat_available():
         return "gsplat"
     if backend == "gsplat":
         raise AvatarError("the gsplat backend needs a CUDA device and the gsplat package")
-    return "reference"
+    return "cpu" if device.type == "cpu" else "reference"
 
 
 def rasterize(
@@ -62,7 +70,8 @@ def rasterize(
         cameras: C cameras.
         backgrounds: (C, D) or (D,) colour behind the Gaussians; None leaves black with alpha.
         sh_degree: evaluate ``colors`` as SH of this degree, or None for plain colours.
-        backend: "auto" (gsplat on CUDA, else reference), "gsplat" or "reference".
+        backend: "auto" (gsplat on CUDA, cpu on the CPU, else reference), "gsplat",
+            "cpu" or "reference".
 
     Returns:
         images (C, H, W, D), alphas (C, H, W, 1), and the backend's meta dict (``means2d``
@@ -73,7 +82,8 @@ def rasterize(
     shared = means.dim() == 2
     if backgrounds is not None and backgrounds.dim() == 1:
         backgrounds = backgrounds[None].expand(c, -1)
-    if pick_backend(means.device, backend) == "gsplat":
+    chosen = pick_backend(means.device, backend)
+    if chosen == "gsplat":
         from gsplat import rasterization
 
         if shared:  # one set, C cameras
@@ -100,7 +110,13 @@ def rasterize(
     elif opacities.dim() == 1:
         opacities = opacities[None].expand(c, -1)
         colors = colors[None].expand(c, *colors.shape)
-    return rasterize_reference(
+    if chosen == "cpu":
+        from avatarcli.render.cpu_rasterizer import rasterize_cpu  # numba loads on first use
+
+        fn = rasterize_cpu
+    else:
+        fn = rasterize_reference
+    return fn(
         means, quats, scales, opacities, colors, cameras.viewmats, cameras.Ks, cameras.width, cameras.height,
         backgrounds=backgrounds, sh_degree=sh_degree,
     )  # fmt: skip
