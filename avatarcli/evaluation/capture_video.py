@@ -11,8 +11,9 @@ moving background, rendered, and everything that made the video saved beside it.
 * the camera: exactly the tracker's model (:class:`avatarcli.motion.fitting.Camera`): a level
   pinhole at the world origin looking along -z, vertical field of view
   :data:`avatarcli.motion.fitting.DEFAULT_FOV`; the person stands in front of it, the middle
-  of their rest pose on the optical axis, as far away as frames a head (75 % of the height)
-  or a whole body (85 %) the way a phone video does (:class:`GaugeCamera`).
+  of the space their motion sweeps on the optical axis, as far away as frames it the way a
+  phone video frames a head (75 % of the height) or a whole body (85 %), so that the person
+  never leaves the picture (:class:`GaugeCamera`).
 * the background: a seeded procedural picture (noise in skin, hair and cloth colours, posters
   and thin lines) that pans along a smooth path, with a skin-coloured blob drifting across
   it, so colours alone do not tell the person from the room and a still background model
@@ -51,7 +52,7 @@ from avatarcli.motion.builtin import head_talk, soft_hands
 from avatarcli.motion.fitting import DEFAULT_FOV, Camera
 from avatarcli.motion.motion import Motion, to_template_poses
 from avatarcli.motion.readers import read_motion, write_motion
-from avatarcli.render.cameras import Cameras, framing
+from avatarcli.render.cameras import Cameras
 from avatarcli.render.rasterize import render_gaussians
 from avatarcli.templates.loading import load_template
 from avatarcli.templates.mannequin.head_shape import EXPRESSION_NAMES
@@ -60,7 +61,7 @@ from avatarcli.templates.template import Pose, Template
 
 E = {name: i for i, name in enumerate(EXPRESSION_NAMES)}
 B = {name: i for i, name in enumerate(SMPLX_JOINT_NAMES)}
-FILL = {"head": 0.75, "body": 0.85}  # share of the image height the rest pose fills
+FILL = {"head": 0.75, "body": 0.85}  # share of the image height (or width) the motion's sweep fills
 ROUTINE = 12.0  # seconds of one round of the body's routine
 FILES = ("video.mp4", "reference.avatar", "motion.npz", "camera.json", "masks.npz", "foreground.npz")
 
@@ -183,9 +184,10 @@ class GaugeCamera:
     Attributes:
         width, height: frame size in pixels.
         fov: vertical field of view, degrees (the tracker's :class:`Camera` model, level).
-        distance: metres from the camera to the middle of the rest pose.
-        centre: the middle of the reference's rest pose (x, y, z) in template space; a pose's
-            translation gains ``placement`` so that this point lies at (0, 0, -distance).
+        distance: metres from the camera to the middle of the person's sweep.
+        centre: the middle of the space the person sweeps (x, y, z) in template space (the
+            motion at the template's origin); a pose's translation gains ``placement`` so that
+            this point lies at (0, 0, -distance).
     """
 
     width: int
@@ -200,12 +202,12 @@ class GaugeCamera:
 
     @property
     def placement(self) -> Tensor:
-        """(3,) added to every pose's translation: the rest pose's middle on the optical axis."""
+        """(3,) added to every pose's translation: the sweep's middle on the optical axis."""
         return torch.tensor([0.0, 0.0, -self.distance]) - torch.tensor(self.centre)
 
     @property
     def target(self) -> Tensor:
-        """(3,) the point the camera looks at, in the world: where the rest pose's middle is placed."""
+        """(3,) the point the camera looks at, in the world: where the sweep's middle is placed."""
         return torch.tensor([0.0, 0.0, -self.distance])
 
     def cameras(self, count: int) -> Cameras:
@@ -217,13 +219,25 @@ class GaugeCamera:
         return Cameras(view.expand(count, 4, 4).clone(), k.expand(count, 3, 3).clone(), self.width, self.height)
 
 
-def gauge_camera(kind: str, reference: Avatar, template: Template, width: int, height: int, fov: float = DEFAULT_FOV) -> GaugeCamera:
-    """The camera framing ``reference`` at rest as a phone video of a ``kind`` would (:data:`FILL`)."""
+def gauge_camera(
+    kind: str, reference: Avatar, template: Template, motion: Motion, width: int, height: int, fov: float = DEFAULT_FOV, samples: int = 48
+) -> GaugeCamera:
+    """The camera framing ``reference`` driven by ``motion`` (at the template's origin) as a
+    phone video of a ``kind`` would: the box its Gaussians sweep over ``samples`` frames fills
+    :data:`FILL` of the image's height or width, whichever is tighter."""
+    pose, _ = to_template_poses(motion, template)
+    idx = torch.linspace(0, pose.batch - 1, min(samples, pose.batch)).round().long().unique().tolist()
+    lo, hi = torch.full((3,), math.inf), torch.full((3,), -math.inf)
     with torch.no_grad():
-        means = reference.posed(template).means[0].float().cpu()
-    centre, _ = framing(means)
-    lo, hi = torch.quantile(means[:, 1], 0.002), torch.quantile(means[:, 1], 0.998)
-    distance = float(hi - lo) / 2 / (FILL[kind] * math.tan(math.radians(fov) / 2))
+        for s in range(0, len(idx), 8):
+            means = reference.posed(template, pose.index(idx[s : s + 8])).means.float().cpu()
+            for m in means:
+                lo = torch.minimum(lo, torch.quantile(m, 0.002, dim=0))
+                hi = torch.maximum(hi, torch.quantile(m, 0.998, dim=0))
+    centre = (lo + hi) / 2
+    tan_y = math.tan(math.radians(fov) / 2)
+    tan_x = tan_y * width / height
+    distance = max(float(hi[1] - lo[1]) / 2 / (FILL[kind] * tan_y), float(hi[0] - lo[0]) / 2 / (FILL[kind] * tan_x))
     return GaugeCamera(width, height, float(fov), distance, tuple(float(c) for c in centre))  # type: ignore[arg-type]
 
 
@@ -398,8 +412,9 @@ def make_capture_video(
         raise AvatarError(f"a {kind} video needs a {kind} template (got {tpl.kind})")
     width, height = (size, size) if isinstance(size, int) else size
     ref = reference if reference is not None else capture_reference(tpl, seed, points_per_triangle)
-    camera = gauge_camera(kind, ref, tpl, width, height, fov)
-    motion = in_front(video_motion(kind, seconds, fps, seed), camera)
+    local = video_motion(kind, seconds, fps, seed)
+    camera = gauge_camera(kind, ref, tpl, local, width, height, fov)
+    motion = in_front(local, camera)
     backdrop = Backdrop(width, height, float(fps), seed)
     count = len(motion)
     video = CaptureVideo(Path(folder), kind, float(fps), count, camera, backdrop, motion, ref, seed)

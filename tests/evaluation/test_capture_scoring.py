@@ -157,9 +157,9 @@ def test_score_novel_tells_the_reference_from_a_wrong_avatar(head_template):
 def test_the_gauge_tells_the_truth_from_a_blank_avatar(head_gauge, head_template):
     """The reference at the true motion (the upper bound) against its own video, and a plain
     `avatar init` avatar at the same motion: the gauge must set them far apart. Measured
-    (128 px, the last 2 of 9 frames; whole frame / inside the mask): the reference 62.5 / 58.4
-    dB against the clean frames, 41.1 / 38.2 dB against the encoded video (SSIM 0.993 / 0.985);
-    init 15.3 / 10.6 dB (SSIM 0.73 / 0.41)."""
+    (128 px, the last 2 of 9 frames; whole frame / inside the mask): the reference 62.7 / 58.4
+    dB against the clean frames, 41.3 / 37.9 dB against the encoded video (SSIM 0.993 / 0.984);
+    init 15.6 / 10.6 dB (SSIM 0.74 / 0.40)."""
     from avatarcli.evaluation.capture_video import render_layers, truth_frames
     from avatarcli.motion.video import probe_video, read_frames
 
