@@ -22,8 +22,11 @@ over a moving textured background, filmed by the tracker's own camera model) int
   camera), three-quarters and the side (`score_novel`).
 
 --reference-only scores, in place of a capture, the reference itself at the true motion (the
-upper bound: only the video's encoding stands between it and the frames) and a plain `avatar
-init` avatar at the true motion (a lower bound: the right shape and motion, no appearance).
+upper bound: only the video's encoding stands between it and the frames), the reference at the
+motion `avatar track` recovers from the video (what the tracker's error alone costs a perfect
+appearance; the tracked motion's translation is relative to its first frame, so it is placed by
+the one offset that best matches the true path, its mean; --no-track skips it) and a plain `avatar init` avatar at the true
+motion (a lower bound: the right shape and motion, no appearance).
 --detect also runs MediaPipe over every frame and reports how many it finds a face / a person
 in (on by default with --reference-only).
 
@@ -125,6 +128,28 @@ def score_frames(avatar: Any, template: Template, poses: Pose, cameras: Cameras,
     return out
 
 
+def tracked_bound(video: CaptureVideo, template: Template, held: list[int]) -> dict[str, Any]:
+    """The reference at the motion ``avatar track`` recovers from the video, on frames ``held``,
+    and the tracked motion's accuracy against the true one."""
+    from avatarcli import api
+    from avatarcli.evaluation.tracking import body_accuracy, head_accuracy
+    from avatarcli.motion.motion import Motion, to_template_poses
+    from avatarcli.motion.tracking import TrackSettings
+
+    t0 = time.perf_counter()
+    tracked = api.track(str(video.video), model=video.kind, settings=TrackSettings(fov=video.camera.fov)).motion
+    seconds = time.perf_counter() - t0
+    n = min(len(tracked), len(video.motion))
+    offset = (video.motion.translation[:n] - tracked.translation[:n]).mean(0)  # one placement for the whole clip
+    placed = Motion(tracked.kind, tracked.rotations, tracked.expression, tracked.translation + offset, tracked.fps, tracked.source)
+    poses, _ = to_template_poses(placed, template)
+    a = score_frames(video.reference, template, poses.index(held), video.camera.cameras(len(held)), video, held)
+    accuracy = (head_accuracy if video.kind == "head" else body_accuracy)(tracked, video.motion, template).summary()
+    print(f"  reference at the tracked motion ({seconds:.0f} s to track) | (a) {line('clean', a['clean'])} | "
+          f"tracking {json.dumps({k: round(v, 2) for k, v in accuracy.items()})}", flush=True)  # fmt: skip
+    return {"track_seconds": seconds, "heldout": a, "tracking": accuracy}
+
+
 def summary(scores: dict[str, Any]) -> dict[str, Any]:
     """(b)'s scores without the per-frame lists."""
     return {k: {kk: vv for kk, vv in v.items() if kk != "frame_psnr"} for k, v in scores.items()}
@@ -136,15 +161,16 @@ def line(name: str, s: dict[str, Any]) -> str:
 
 def get_video(args: argparse.Namespace, template: Template) -> tuple[CaptureVideo, float]:
     """The gauge video, made or reused from --work."""
-    folder = Path(args.work) / f"{args.kind}_{args.size}_{args.fps:g}fps_{args.seconds:g}s_seed{args.seed}"
-    want = {"kind": args.kind, "fps": float(args.fps), "seconds": float(args.seconds), "seed": args.seed, "size": args.size, "k": args.k}
+    folder = Path(args.work) / f"{args.kind}_{args.size}_{args.fps:g}fps_{args.seconds:g}s_seed{args.seed}_crf{args.crf}"
+    want = {"kind": args.kind, "fps": float(args.fps), "seconds": float(args.seconds), "seed": args.seed, "size": args.size, "k": args.k,
+            "crf": args.crf}  # fmt: skip
     stamp = folder / "bench.json"
     if folder.exists() and stamp.exists() and json.loads(stamp.read_text()) == want and not args.remake:
         return load_capture_video(folder), 0.0
     folder.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     video = make_capture_video(args.kind, folder, args.size, args.fps, args.seconds, args.seed, template=template,
-                               points_per_triangle=args.k, force=True)  # fmt: skip
+                               points_per_triangle=args.k, crf=args.crf, force=True)  # fmt: skip
     seconds = time.perf_counter() - t0
     stamp.write_text(json.dumps(want))
     return video, seconds
@@ -158,6 +184,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0, help="clip length (60: the speed target)")
     ap.add_argument("--seed", type=int, default=23)
     ap.add_argument("--k", type=int, default=6, help="the reference's Gaussians per template triangle")
+    ap.add_argument("--crf", type=int, default=18, help="the video's H.264 quality (18: as phones record; lower: closer to lossless)")
     ap.add_argument("--holdout", type=float, default=0.1)
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--resolution", type=int, default=None)
@@ -166,6 +193,7 @@ def main() -> None:
     ap.add_argument("--remake", action="store_true", help="render the video again even if --work has it")
     ap.add_argument("--reference-only", action="store_true", help="score the reference and an init avatar instead of a capture")
     ap.add_argument("--detect", action="store_true", help="count the frames MediaPipe finds the subject in")
+    ap.add_argument("--no-track", action="store_true", help="--reference-only: skip the reference at the tracked motion")
     ap.add_argument("--novel-frames", type=int, default=8, help="frames of each novel motion, per view")
     ap.add_argument("--train-frames", type=int, default=30, help="training frames scored for comparison")
     args = ap.parse_args()
@@ -175,7 +203,7 @@ def main() -> None:
     print(f"{args.kind} gauge video: {video.frames} frames {args.size}x{args.size} at {args.fps:g} fps "
           f"({render_seconds:.0f} s to render), reference {len(video.reference):,} Gaussians", flush=True)  # fmt: skip
     out: dict[str, Any] = {"kind": args.kind, "size": args.size, "fps": args.fps, "seconds": args.seconds, "frames": video.frames,
-                           "seed": args.seed, "holdout": args.holdout, "camera": dataclasses.asdict(video.camera),
+                           "seed": args.seed, "crf": args.crf, "holdout": args.holdout, "camera": dataclasses.asdict(video.camera),
                            "reference_gaussians": len(video.reference), "render_seconds": render_seconds}  # fmt: skip
     if args.detect or args.reference_only:
         t0 = time.perf_counter()
@@ -195,6 +223,8 @@ def main() -> None:
             runs[name] = {"gaussians": len(avatar), "heldout": a, "novel": b}
             print(f"  {name} at the true motion | (a) {line('clean', a['clean'])} | vs video {a['video']['psnr']:.2f} dB | "
                   f"(b) {line('all views', b['all'])}, front {b['front']['psnr']:.2f} dB", flush=True)  # fmt: skip
+        if not args.no_track:
+            runs["reference_tracked"] = tracked_bound(video, template, held)
     else:
         output = Path(args.work) / f"{args.kind}_{args.size}_{args.seconds:g}s.avatar"
         cuda = device.type == "cuda"
