@@ -128,8 +128,8 @@ def beard_region(q: Tensor, lips: Tensor, lip_gap: Tensor) -> Tensor:
 
 
 def brow_region(template: Template, points: Tensor) -> Tensor:
-    """Points (N,) within the template's eyebrows: near the brow contours of the face-mesh
-    embedding (upper and lower edges), the lower edge widened towards the upper."""
+    """Which rest-pose points (N, 3) lie in the template's eyebrows, (N,) bool: within 4 mm of
+    the brow contours of the face-mesh embedding (the upper and lower edges, joined end to end)."""
     contours = {n: p[0] for n, _, p in template.face_contours(rest_posed(template))}
     out = torch.zeros(len(points), dtype=torch.bool)
     for side in ("left", "right"):
@@ -137,7 +137,7 @@ def brow_region(template: Template, points: Tensor) -> Tensor:
         if upper is None:
             continue
         line = torch.cat([upper, lower]) if lower is not None else upper
-        # the brow's polyline sampled densely, the band around it 4 mm wide
+        # the edges as one closed polyline, sampled densely
         ring = torch.cat([line, line[:1]])
         t = torch.linspace(0, 1, 8)[:, None, None]
         dense = (ring[:-1] * (1 - t) + ring[1:] * t).reshape(-1, 3)
@@ -188,8 +188,9 @@ def _surface_area(template: Template) -> float:
 
 # -- appearance -------------------------------------------------------------------------------
 def skin_colors(points: Tensor, shade: Tensor, q: Tensor, tone: tuple[float, float, float], seed: int) -> Tensor:
-    """Skin (N, 3): ``tone`` under the template's baked light ``shade`` (N,), mottled at 1-3 cm,
-    with freckles on the face and blush on the cheeks (head-local points ``q`` (N, 3))."""
+    """Skin colours (N, 3) of rest-pose points (N, 3): ``tone`` under the template's baked light
+    ``shade`` (N,), mottled at 1-3 cm, with freckles on the face and blush on the cheeks (the
+    points' head-local places ``q`` (N, 3) say where those are)."""
     base = torch.tensor(tone)[None] * shade[:, None]
     mottle = 0.9 + 0.2 * fbm(points, 0.03, seed, 3)
     rgb = base * mottle[:, None]
@@ -205,8 +206,9 @@ def skin_colors(points: Tensor, shade: Tensor, q: Tensor, tone: tuple[float, flo
 
 
 def plaid(points: Tensor, seed: int, period: float = 0.07) -> Tensor:
-    """A shirt's plaid (N, 3) in :data:`SHIRT`'s colours: light checks and thin red lines on the
-    ground, on the rest pose's x (across) and y (up) axes, with the weave's noise."""
+    """A shirt's plaid: colours (N, 3) of rest-pose points (N, 3) in :data:`SHIRT`'s colours,
+    light checks and thin red lines on the ground along the rest pose's x (across) and y (up)
+    axes, with the weave's noise."""
     ground, light, line = (torch.tensor(c) for c in SHIRT)
     u, v = (points[:, 0] / period) % 1.0, (points[:, 1] / period) % 1.0
     bu, bv = (u < 0.35).float(), (v < 0.35).float()
@@ -308,7 +310,8 @@ def _hair(points: Tensor, normals: Tensor, q: Tensor, kind: str, spacing: float,
 
 
 def _clothes(rgb: Tensor, points: Tensor, weights: Tensor, template: Template, seed: int) -> Tensor:
-    """A body's clothes painted over its skin ``rgb`` (N, 3): shirt, tights, shoes."""
+    """A body's clothes painted over the skin colours ``rgb`` (N, 3) of rest-pose points
+    ``points`` (N, 3) with skinning ``weights`` (N, J): shirt, tights, shoes."""
     j = {n: i for i, n in enumerate(SMPLX_JOINT_NAMES)}
     owner = weights.argmax(-1)
     rest = rest_posed(template).joints[0]

@@ -99,6 +99,7 @@ def bumps(t: Tensor, times: Iterable[float], width: float) -> Tensor:
 
 
 def frame_times(seconds: float, fps: float) -> Tensor:
+    """The times (T,) of a clip's frames, T = round(seconds * fps) + 1, as the built-in motions have them."""
     return torch.arange(round(seconds * fps) + 1, dtype=torch.float32) / fps
 
 
@@ -260,6 +261,9 @@ class Backdrop:
         fps: frames per second (the motion is in seconds).
         seed: the picture and its path.
         pan: how far the view travels, as a share of the frame size.
+
+    The noise and the posters scale with the frame; the thin lines and the posters' frames are
+    a few pixels wide at any size.
     """
 
     width: int
