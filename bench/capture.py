@@ -70,27 +70,23 @@ from common import write_result
 
 def run_capture(video: Path, output: Path, kind: str, holdout: float, steps: int | None, resolution: int | None, device: str,
                 fov: float) -> Any:  # fmt: skip
-    """`avatar capture` through the planned API; the one place to adapt when the API settles."""
+    """`avatar capture` through the API, as the command runs it."""
     from avatarcli import api
 
-    fields = {f.name for f in dataclasses.fields(api.CaptureOptions)}
-    opts: dict[str, Any] = {"model": kind, "holdout": holdout, "device": device}
-    if steps is not None:
-        opts["steps"] = steps
-    if resolution is not None:
-        opts["resolution"] = resolution
-    if "fov" in fields:  # the gauge's camera; the tracker's default is the same 40 degrees
-        opts["fov"] = fov
-    return api.capture(str(video), str(output), options=api.CaptureOptions(**opts), on_progress=None)
+    track = api.TrackSettings(fov=fov, hands=False)
+    options = api.CaptureOptions(model=kind, track=track, holdout=holdout, steps=steps, resolution=resolution or 512, device=device,
+                                 checkpoint_every=0)  # fmt: skip
+    return api.capture(str(video), str(output), options)
 
 
 def fitted_frames(result: Any) -> tuple[Pose, Cameras]:
-    """The capture's per-frame poses and cameras (``result.frames``: a (Pose, Cameras) pair or
-    an object with ``poses`` and ``cameras``)."""
-    frames = result.frames
-    if isinstance(frames, tuple):
-        return frames[0], frames[1]
-    return frames.poses, frames.cameras
+    """The capture's pose and camera of every frame of the video (the gauge's clips are short
+    enough that capture keeps every frame)."""
+    numbers = result.frame_numbers
+    assert bool((numbers == torch.arange(len(numbers))).all()), "capture kept every k-th frame: score by frame_numbers"
+    cams = result.cameras
+    t = len(numbers)
+    return result.poses, Cameras(cams.viewmats.expand(t, 4, 4), cams.Ks.expand(t, 3, 3), cams.width, cams.height)
 
 
 def holdout_indices(frames: int, fraction: float) -> list[int]:

@@ -100,10 +100,14 @@ def capture_config(kind: str, label: str, settings: CaptureSettings, checkpoint_
     cfg.view_prompts, cfg.face_closeups, cfg.background = False, 0.0, (0.0, 0.0, 0.0)
     if kind == "head":
         # triangle-local positions (a triangle's edges are a few millimetres): HeadStudio's units
-        cfg.lr = LearningRates(position=2e-3, scale=5e-3, rotation=1e-3, color=1e-2, opacity=2.5e-2, shape=1e-3, residual=0.0)
+        # the shape learns faster than in generation: the tracked shape fits the face's landmarks,
+        # not the skull's outline, which the silhouette then corrects
+        cfg.lr = LearningRates(position=2e-3, scale=5e-3, rotation=1e-3, color=1e-2, opacity=2.5e-2, shape=5e-3, residual=0.0)
     else:
         cfg.lr = LearningRates(position=1.6e-4, scale=5e-3, rotation=1e-3, color=1e-2, opacity=2.5e-2, shape=0.0, residual=1e-3)
-    cfg.densify = DensifyConfig(start=max(1, steps // 20), stop=max(2, steps * 6 // 10), every=max(1, steps // 20), max_gaussians=400_000)
+    # grown and pruned in the first 60 % of the run, never in the first 250 steps: early
+    # gradients are from a few frames each and would clone noise (short runs do not densify)
+    cfg.densify = DensifyConfig(start=max(250, steps // 10), stop=steps * 6 // 10, every=max(100, steps // 30), max_gaussians=400_000)
     return cfg.validate()
 
 
