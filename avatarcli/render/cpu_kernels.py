@@ -489,3 +489,161 @@ def sh_forward(
                     - k[5] * x * (xx - three * yy) * f[15, ch]
                 )  # fmt: skip
             out[c, g, ch] = max(o + half, zero)
+
+
+@compiled(parallel=True)
+def project_backward(
+    means: np.ndarray,
+    quats: np.ndarray,
+    scales: np.ndarray,
+    viewmats: np.ndarray,
+    Ks: np.ndarray,
+    consts: np.ndarray,
+    v_means2d: np.ndarray,
+    v_conics: np.ndarray,
+    v_depths: np.ndarray,
+    v_means: np.ndarray,
+    v_quats: np.ndarray,
+    v_scales: np.ndarray,
+) -> None:
+    """Gradients of :func:`project_forward`'s means2d, conics and depths with respect to the
+    means, quaternions and scales (the camera held fixed), as autograd takes them through
+    the reference's ``project``.
+
+    Args:
+        means, quats, scales, viewmats, Ks, consts: as for :func:`project_forward`.
+        v_means2d: (C, N, 2); v_conics: (C, N, 3); v_depths: (C, N).
+
+    Writes:
+        v_means (C, N, 3), v_quats (C, N, 4), v_scales (C, N, 3).
+    """
+    c_count, n = means.shape[0], means.shape[1]
+    one, two, lim, zmin, eps, norm_eps = consts[_P_ONE], consts[_P_TWO], consts[_P_LIM], consts[_P_ZMIN], consts[_P_EPS], consts[_P_NORM]
+    width, height = consts[_P_WIDTH], consts[_P_HEIGHT]
+    zero = one - one
+    for job in prange(c_count * n):
+        c, g = job // n, job % n
+        v, k = viewmats[c], Ks[c]
+        r00, r01, r02 = v[0, 0], v[0, 1], v[0, 2]
+        r10, r11, r12 = v[1, 0], v[1, 1], v[1, 2]
+        r20, r21, r22 = v[2, 0], v[2, 1], v[2, 2]
+        mx, my, mz = means[c, g, 0], means[c, g, 1], means[c, g, 2]
+        x = r00 * mx + r01 * my + r02 * mz + v[0, 3]
+        y = r10 * mx + r11 * my + r12 * mz + v[1, 3]
+        z = r20 * mx + r21 * my + r22 * mz + v[2, 3]
+        fx, fy, cx, cy = k[0, 0], k[1, 1], k[0, 2], k[1, 2]
+        near_zero = abs(z) < zmin
+        zs = zmin if near_zero else z
+        rz = one / zs
+        # means2d and depth
+        vu, vv = v_means2d[c, g, 0], v_means2d[c, g, 1]
+        vx, vy = vu * fx * rz, vv * fy * rz
+        vrz = vu * fx * x + vv * fy * y  # d loss / d rz, then rz's other uses below
+        vz = v_depths[c, g]
+        va0, vb0, vc0 = v_conics[c, g, 0], v_conics[c, g, 1], v_conics[c, g, 2]
+        qg0 = qg1 = qg2 = qg3 = zero
+        vs0 = vs1 = vs2 = zero
+        if va0 != 0 or vb0 != 0 or vc0 != 0:
+            qw, qx, qy, qz = quats[c, g, 0], quats[c, g, 1], quats[c, g, 2], quats[c, g, 3]
+            qn_raw = np.sqrt(qw * qw + qx * qx + qy * qy + qz * qz)
+            qn = max(qn_raw, norm_eps)
+            qw, qx, qy, qz = qw / qn, qx / qn, qy / qn, qz / qn
+            s0, s1, s2 = scales[c, g, 0], scales[c, g, 1], scales[c, g, 2]
+            q00, q01, q02 = one - two * (qy * qy + qz * qz), two * (qx * qy - qw * qz), two * (qx * qz + qw * qy)
+            q10, q11, q12 = two * (qx * qy + qw * qz), one - two * (qx * qx + qz * qz), two * (qy * qz - qw * qx)
+            q20, q21, q22 = two * (qx * qz - qw * qy), two * (qy * qz + qw * qx), one - two * (qx * qx + qy * qy)
+            m00, m01, m02 = q00 * s0, q01 * s1, q02 * s2
+            m10, m11, m12 = q10 * s0, q11 * s1, q12 * s2
+            m20, m21, m22 = q20 * s0, q21 * s1, q22 * s2
+            w00, w01, w02 = m00 * m00 + m01 * m01 + m02 * m02, m00 * m10 + m01 * m11 + m02 * m12, m00 * m20 + m01 * m21 + m02 * m22
+            w10, w11, w12 = m10 * m00 + m11 * m01 + m12 * m02, m10 * m10 + m11 * m11 + m12 * m12, m10 * m20 + m11 * m21 + m12 * m22
+            w20, w21, w22 = m20 * m00 + m21 * m01 + m22 * m02, m20 * m10 + m21 * m11 + m22 * m12, m20 * m20 + m21 * m21 + m22 * m22
+            a00, a01, a02 = r00 * w00 + r01 * w10 + r02 * w20, r00 * w01 + r01 * w11 + r02 * w21, r00 * w02 + r01 * w12 + r02 * w22
+            a10, a11, a12 = r10 * w00 + r11 * w10 + r12 * w20, r10 * w01 + r11 * w11 + r12 * w21, r10 * w02 + r11 * w12 + r12 * w22
+            a20, a21, a22 = r20 * w00 + r21 * w10 + r22 * w20, r20 * w01 + r21 * w11 + r22 * w21, r20 * w02 + r21 * w12 + r22 * w22
+            c00, c01, c02 = a00 * r00 + a01 * r01 + a02 * r02, a00 * r10 + a01 * r11 + a02 * r12, a00 * r20 + a01 * r21 + a02 * r22
+            c11, c12 = a10 * r10 + a11 * r11 + a12 * r12, a10 * r20 + a11 * r21 + a12 * r22
+            c20, c21, c22 = a20 * r00 + a21 * r01 + a22 * r02, a20 * r10 + a21 * r11 + a22 * r12, a20 * r20 + a21 * r21 + a22 * r22
+            c10 = a10 * r00 + a11 * r01 + a12 * r02
+            tan_x, tan_y = width / two / fx, height / two / fy
+            lim_xp, lim_xn = (width - cx) / fx + lim * tan_x, cx / fx + lim * tan_x
+            lim_yp, lim_yn = (height - cy) / fy + lim * tan_y, cy / fy + lim * tan_y
+            ux, uy = x * rz, y * rz
+            in_x, in_y = -lim_xn < ux < lim_xp, -lim_yn < uy < lim_yp
+            tx = zs * min(lim_xp, max(-lim_xn, ux))
+            ty = zs * min(lim_yp, max(-lim_yn, uy))
+            j00, j02 = fx * rz, -fx * tx * rz * rz
+            j11, j12 = fy * rz, -fy * ty * rz * rz
+            t00, t01, t02 = j00 * c00 + j02 * c20, j00 * c01 + j02 * c21, j00 * c02 + j02 * c22
+            t11, t12 = j11 * c11 + j12 * c21, j11 * c12 + j12 * c22
+            a = t00 * j00 + t02 * j02 + eps
+            b = t01 * j11 + t02 * j12
+            cv = t11 * j11 + t12 * j12 + eps
+            det = a * cv - b * b
+            det2 = det * det
+            # conic (cv, -b, a) / det -> the 2D covariance's a, b (its (0, 1) entry) and c
+            ga = (-cv * cv * va0 + b * cv * vb0 - b * b * vc0) / det2
+            gb = (two * b * cv * va0 - (det + two * b * b) * vb0 + two * a * b * vc0) / det2
+            gc = (-b * b * va0 + a * b * vb0 - a * a * vc0) / det2
+            # Sigma = J C J^T: d J = (G + G^T) J C, d C = J^T G J, G = [[ga, gb], [0, gc]]
+            gj00 = two * ga * (j00 * c00 + j02 * c20) + gb * (j11 * c10 + j12 * c20)
+            gj02 = two * ga * (j00 * c02 + j02 * c22) + gb * (j11 * c12 + j12 * c22)
+            gj11 = two * gc * (j11 * c11 + j12 * c21) + gb * (j00 * c01 + j02 * c21)
+            gj12 = two * gc * (j11 * c12 + j12 * c22) + gb * (j00 * c02 + j02 * c22)
+            # J^T G J, rows/columns (0, 1, 2) with J's zeros left out
+            g00 = ga * j00 * j00
+            g01 = gb * j00 * j11
+            g02 = ga * j00 * j02 + gb * j00 * j12
+            g10 = zero
+            g11 = gc * j11 * j11
+            g12 = gc * j11 * j12
+            g20 = ga * j02 * j00
+            g21 = gb * j02 * j11 + gc * j12 * j11
+            g22 = ga * j02 * j02 + gb * j02 * j12 + gc * j12 * j12
+            # J's entries -> x, y, z (through rz and the clamped tx, ty)
+            rz2 = rz * rz
+            vx += gj02 * (-fx * rz2) * (one if in_x else zero)
+            vy += gj12 * (-fy * rz2) * (one if in_y else zero)
+            dtx_dzs = min(lim_xp, max(-lim_xn, ux)) - (x * rz if in_x else zero)
+            dty_dzs = min(lim_yp, max(-lim_yn, uy)) - (y * rz if in_y else zero)
+            vzs = -fx * rz2 * dtx_dzs * gj02 - fy * rz2 * dty_dzs * gj12
+            vrz += fx * gj00 + fy * gj11 - two * fx * tx * rz * gj02 - two * fy * ty * rz * gj12
+            if not near_zero:
+                vz += vzs
+            # camera covariance R W R^T -> W: R^T G R
+            h00, h01, h02 = g00 * r00 + g01 * r10 + g02 * r20, g00 * r01 + g01 * r11 + g02 * r21, g00 * r02 + g01 * r12 + g02 * r22
+            h10, h11, h12 = g10 * r00 + g11 * r10 + g12 * r20, g10 * r01 + g11 * r11 + g12 * r21, g10 * r02 + g11 * r12 + g12 * r22
+            h20, h21, h22 = g20 * r00 + g21 * r10 + g22 * r20, g20 * r01 + g21 * r11 + g22 * r21, g20 * r02 + g21 * r12 + g22 * r22
+            e00, e01, e02 = r00 * h00 + r10 * h10 + r20 * h20, r00 * h01 + r10 * h11 + r20 * h21, r00 * h02 + r10 * h12 + r20 * h22
+            e10, e11, e12 = r01 * h00 + r11 * h10 + r21 * h20, r01 * h01 + r11 * h11 + r21 * h21, r01 * h02 + r11 * h12 + r21 * h22
+            e20, e21, e22 = r02 * h00 + r12 * h10 + r22 * h20, r02 * h01 + r12 * h11 + r22 * h21, r02 * h02 + r12 * h12 + r22 * h22
+            # W = M M^T -> M: (E + E^T) M
+            p00, p01, p02 = e00 + e00, e01 + e10, e02 + e20
+            p11, p12, p22 = e11 + e11, e12 + e21, e22 + e22
+            gm00, gm01, gm02 = p00 * m00 + p01 * m10 + p02 * m20, p00 * m01 + p01 * m11 + p02 * m21, p00 * m02 + p01 * m12 + p02 * m22
+            gm10, gm11, gm12 = p01 * m00 + p11 * m10 + p12 * m20, p01 * m01 + p11 * m11 + p12 * m21, p01 * m02 + p11 * m12 + p12 * m22
+            gm20, gm21, gm22 = p02 * m00 + p12 * m10 + p22 * m20, p02 * m01 + p12 * m11 + p22 * m21, p02 * m02 + p12 * m12 + p22 * m22
+            # M = R(q) diag(s)
+            vs0 = gm00 * q00 + gm10 * q10 + gm20 * q20
+            vs1 = gm01 * q01 + gm11 * q11 + gm21 * q21
+            vs2 = gm02 * q02 + gm12 * q12 + gm22 * q22
+            k00, k01, k02 = gm00 * s0, gm01 * s1, gm02 * s2
+            k10, k11, k12 = gm10 * s0, gm11 * s1, gm12 * s2
+            k20, k21, k22 = gm20 * s0, gm21 * s1, gm22 * s2
+            gw = two * (-qz * k01 + qy * k02 + qz * k10 - qx * k12 - qy * k20 + qx * k21)
+            gx = two * (qy * k01 + qz * k02 + qy * k10 - two * qx * k11 - qw * k12 + qz * k20 + qw * k21 - two * qx * k22)
+            gy = two * (-two * qy * k00 + qx * k01 + qw * k02 + qx * k10 + qz * k12 - qw * k20 + qz * k21 - two * qy * k22)
+            gz = two * (-two * qz * k00 - qw * k01 + qx * k02 + qw * k10 - two * qz * k11 + qy * k12 + qx * k20 + qy * k21)
+            # the quaternion was normalised first
+            if qn_raw > norm_eps:
+                dot = qw * gw + qx * gx + qy * gy + qz * gz
+                qg0, qg1, qg2, qg3 = (gw - qw * dot) / qn, (gx - qx * dot) / qn, (gy - qy * dot) / qn, (gz - qz * dot) / qn
+            else:
+                qg0, qg1, qg2, qg3 = gw / qn, gx / qn, gy / qn, gz / qn
+        if not near_zero:
+            vz += -vrz * rz * rz
+        v_means[c, g, 0] = r00 * vx + r10 * vy + r20 * vz
+        v_means[c, g, 1] = r01 * vx + r11 * vy + r21 * vz
+        v_means[c, g, 2] = r02 * vx + r12 * vy + r22 * vz
+        v_quats[c, g, 0], v_quats[c, g, 1], v_quats[c, g, 2], v_quats[c, g, 3] = qg0, qg1, qg2, qg3
+        v_scales[c, g, 0], v_scales[c, g, 1], v_scales[c, g, 2] = vs0, vs1, vs2

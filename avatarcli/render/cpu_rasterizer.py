@@ -175,6 +175,10 @@ class Composite(torch.autograd.Function):
         )
 
 
+def _projection_constants(means: Tensor, width: int, height: int, tile_size: int, near: float, far: float, eps2d: float) -> np.ndarray:
+    return kernels.projection_constants(_np(means).dtype, width, height, tile_size, near, far, eps2d, ALPHA_THRESHOLD)
+
+
 @torch.no_grad()
 def _project_compiled(
     means: Tensor,
@@ -190,7 +194,7 @@ def _project_compiled(
     eps2d: float,
     tile_size: int,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """:func:`project` in one compiled pass (no gradients), plus the tiles each Gaussian touches.
+    """:func:`project` in one compiled pass, plus the tiles each Gaussian touches.
 
     Returns:
         means2d (C, N, 2), conics (C, N, 3), depths (C, N), radii (C, N, 2) int32, valid (C, N)
@@ -202,12 +206,54 @@ def _project_compiled(
     depths, radii = torch.empty(c, n, dtype=dtype), torch.empty(c, n, 2, dtype=torch.int32)
     valid, rect = torch.empty(c, n, dtype=torch.bool), torch.zeros(c, n, 4, dtype=torch.int32)
     tiles_x, tiles_y = math.ceil(width / tile_size), math.ceil(height / tile_size)
-    consts = kernels.projection_constants(_np(means).dtype, width, height, tile_size, near_plane, far_plane, eps2d, ALPHA_THRESHOLD)
+    consts = _projection_constants(means, width, height, tile_size, near_plane, far_plane, eps2d)
     _launch(
         kernels.project_forward, _np(means), _np(quats), _np(scales), _np(opacities), _np(viewmats.to(dtype)), _np(Ks.to(dtype)),
         consts, tiles_x, tiles_y, means2d.numpy(), conics.numpy(), depths.numpy(), radii.numpy(), valid.numpy(), rect.numpy(),
     )  # fmt: skip
     return means2d, conics, depths, radii, valid, rect
+
+
+class Project(torch.autograd.Function):
+    """:func:`_project_compiled` with its backward pass compiled too: gradients of means2d,
+    conics and depths flow to the means, quaternions and scales (not to the cameras)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        means: Tensor,
+        quats: Tensor,
+        scales: Tensor,
+        opacities: Tensor,
+        viewmats: Tensor,
+        Ks: Tensor,
+        settings: tuple[int, int, float, float, float, int],
+    ) -> tuple[Tensor, ...]:
+        """means (C, N, 3), quats (C, N, 4), scales (C, N, 3), opacities (C, N), viewmats
+        (C, 4, 4), Ks (C, 3, 3), settings (width, height, near, far, eps2d, tile size) ->
+        what :func:`_project_compiled` returns."""
+        out = _project_compiled(means, quats, scales, opacities, viewmats, Ks, *settings)
+        ctx.mark_non_differentiable(*out[3:])
+        ctx.settings = settings
+        ctx.save_for_backward(means, quats, scales, viewmats, Ks)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, v_means2d: Tensor, v_conics: Tensor, v_depths: Tensor, *_: Any) -> tuple[Tensor | None, ...]:
+        means, quats, scales, viewmats, Ks = ctx.saved_tensors
+        width, height, near, far, eps2d, tile_size = ctx.settings
+        dtype = means.dtype
+        c, n = means.shape[:2]
+        v_means, v_quats, v_scales = (torch.empty(c, n, w, dtype=dtype) for w in (3, 4, 3))
+        shapes = ((c, n, 2), (c, n, 3), (c, n))
+        upstream = (v_means2d, v_conics, v_depths)
+        grads = [torch.zeros(shape, dtype=dtype) if t is None else t for shape, t in zip(shapes, upstream, strict=True)]
+        _launch(
+            kernels.project_backward, _np(means), _np(quats), _np(scales), _np(viewmats.to(dtype)), _np(Ks.to(dtype)),
+            _projection_constants(means, width, height, tile_size, near, far, eps2d), *(_np(t) for t in grads),
+            v_means.numpy(), v_quats.numpy(), v_scales.numpy(),
+        )  # fmt: skip
+        return v_means, v_quats, v_scales, None, None, None, None
 
 
 @torch.no_grad()
@@ -235,7 +281,7 @@ def rasterize_cpu(
     near_plane: float = 0.01,
     far_plane: float = 1e10,
     eps2d: float = 0.3,
-    tile_size: int = 16,
+    tile_size: int = 8,
 ) -> tuple[Tensor, Tensor, dict]:
     """Render C images on the CPU, camera c seeing Gaussian set c.
 
@@ -246,7 +292,9 @@ def rasterize_cpu(
         viewmats: (C, 4, 4) world to camera; Ks: (C, 3, 3); width, height: pixels.
         backgrounds: (C, D) or None (black, with alpha to composite later).
         near_plane, far_plane, eps2d: as the reference's (gsplat's defaults).
-        tile_size: pixels per tile side.
+        tile_size: pixels per tile side. 8 composites a head at 256x256 in 35 ms on one
+            core against 55 ms with 16 (fewer Gaussians per pixel's list), binning costing
+            16 ms against 11.
 
     Returns:
         colors (C, H, W, D), alphas (C, H, W, 1) and a dict like gsplat's ``meta``
@@ -257,14 +305,17 @@ def rasterize_cpu(
     tiles_x, tiles_y = math.ceil(width / tile_size), math.ceil(height / tile_size)
     inputs = (means, quats, scales, opacities, colors, viewmats, Ks, backgrounds)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
-        # the reference's projection and SH, so autograd takes gradients back to 3D
-        means2d, conics, depths, radii, valid = project(
-            means, quats, scales, opacities, viewmats, Ks, width, height, near_plane, far_plane, eps2d
-        )
-        if sh_degree is not None:
+        if viewmats.requires_grad or Ks.requires_grad:  # the reference's projection: autograd reaches the cameras
+            means2d, conics, depths, radii, valid = project(
+                means, quats, scales, opacities, viewmats, Ks, width, height, near_plane, far_plane, eps2d
+            )
+            rect = _rect(means2d.detach(), radii, tiles_x, tiles_y, tile_size)
+        else:
+            settings = (width, height, near_plane, far_plane, eps2d, tile_size)
+            means2d, conics, depths, radii, valid, rect = Project.apply(means, quats, scales, opacities, viewmats, Ks, settings)
+        if sh_degree is not None:  # the reference's SH, through autograd
             campos = -(viewmats[:, :3, :3].transpose(1, 2) @ viewmats[:, :3, 3:])[..., 0]
             colors = torch.clamp_min(eval_sh(sh_degree, means - campos[:, None], colors) + 0.5, 0.0)
-        rect = _rect(means2d.detach(), radii, tiles_x, tiles_y, tile_size)
         tiles = bin_gaussians(depths.detach(), valid, rect, tiles_x, tiles_y, tile_size)
         images, alphas = Composite.apply(means2d, conics, opacities, colors, backgrounds, tiles, width, height)
     else:  # rendering only: projection and SH compiled too

@@ -114,3 +114,27 @@ def test_a_person_the_segmenter_cannot_find_is_refused(tmp_path, head_video, mon
     monkeypatch.setattr(segmentation.PersonSegmenter, "_process", lambda self, frame: np.zeros(frame.shape[:2], np.float32))
     r = run_cli("capture", str(head_video), *FAST, "-o", str(tmp_path / "x.avatar"))
     _one_line_error(r, "finds nobody")
+
+
+@pytest.mark.slow
+def test_an_interrupted_capture_resumes_where_it_stopped(tmp_path, head_video):
+    """SIGTERM after a checkpoint: exit 130 with the checkpoint and the avatar so far saved;
+    --resume then finishes the run as an uninterrupted one does."""
+    from helpers import sigterm_when
+
+    short = ("--steps", "40", "--resolution", "96", "--batch", "2", "-k", "1", "--device", "cpu", "--fov", "30", "--holdout", "0.2")
+    whole = tmp_path / "whole.avatar"
+    r = run_cli("capture", str(head_video), *short, "--checkpoint-every", "0", "-o", str(whole))
+    assert r.code == 0, r.stderr
+    out = tmp_path / "cut.avatar"
+    args = ["capture", str(head_video), *short, "--checkpoint-every", "10", "-o", str(out)]
+    code, stderr = sigterm_when(args, tmp_path, lambda: out.with_suffix(".ckpt").exists(), "a first checkpoint")
+    assert code == 130 and "--resume" in stderr, stderr
+    assert out.with_suffix(".unfinished.avatar").exists() and not out.exists()
+    r = run_cli(*args, "--resume")
+    assert r.code == 0, r.stderr
+    a, b = avatar_file.load(whole), avatar_file.load(out)
+    assert len(a) == len(b)
+    for name in ("means", "log_scales", "quats", "opacity_logits", "sh"):
+        assert torch.allclose(getattr(a.gaussians, name), getattr(b.gaussians, name), atol=1e-5), name
+    assert a.meta["capture"]["holdout"]["psnr"] == pytest.approx(b.meta["capture"]["holdout"]["psnr"], abs=1e-3)

@@ -36,8 +36,9 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def gsplat_against_reference(path: Path, kind: str) -> dict[str, float]:
-    """Render a generated avatar with both backends (4 views, 512x512) and compare images and
-    the gradients of a random weighting of them."""
+    """Render a generated avatar with gsplat, the reference and the compiled CPU rasterizer
+    (4 views, 512x512) and compare gsplat's images and the gradients of a random weighting of
+    them with each of the other two."""
     from avatarcli.model import avatar_file
     from avatarcli.render.cameras import framing, turntable_cameras
     from avatarcli.render.rasterize import rasterize
@@ -52,14 +53,22 @@ def gsplat_against_reference(path: Path, kind: str) -> dict[str, float]:
     cams = turntable_cameras(center, radius, 4, (512, 512)).to(dev)
     weights = torch.rand(4, 512, 512, 3, device=dev, generator=torch.Generator(dev).manual_seed(0))
     out = {}
-    for backend in ("gsplat", "reference"):
-        leaves = [t.detach().clone().requires_grad_(True) for t in (pg.means[0], pg.quats[0], pg.scales[0], pg.opacities, pg.sh)]
-        images, _, _ = rasterize(*leaves, cams, torch.ones(3, device=dev), sh_degree=av.gaussians.sh_degree, backend=backend)
-        (images * weights).sum().backward()
-        out[backend] = (images.detach(), [t.grad for t in leaves])
-    (ig, gg), (ir, gr) = out["gsplat"], out["reference"]
-    cos = [float(torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0)) for a, b in zip(gg, gr, strict=True)]
-    return {"psnr": _psnr(ig, ir), "min_grad_cosine": min(cos), "gaussians": len(av)}
+    for backend in ("gsplat", "reference", "cpu"):  # the compiled CPU rasterizer on copies in host memory
+        on = torch.device("cpu") if backend == "cpu" else dev
+        leaves = [t.detach().to(on).clone().requires_grad_(True) for t in (pg.means[0], pg.quats[0], pg.scales[0], pg.opacities, pg.sh)]
+        c = cams.to(on)
+        images, _, _ = rasterize(*leaves, c, torch.ones(3, device=on), sh_degree=av.gaussians.sh_degree, backend=backend)
+        (images * weights.to(on)).sum().backward()
+        out[backend] = (images.detach().to(dev), [t.grad.to(dev) for t in leaves])
+
+    def compare(a: str, b: str) -> tuple[float, float]:
+        (ia, ga), (ib, gb) = out[a], out[b]
+        cos = [float(torch.nn.functional.cosine_similarity(x.flatten(), y.flatten(), dim=0)) for x, y in zip(ga, gb, strict=True)]
+        return _psnr(ia, ib), min(cos)
+
+    psnr, cos = compare("gsplat", "reference")
+    psnr_cpu, cos_cpu = compare("gsplat", "cpu")
+    return {"psnr": psnr, "min_grad_cosine": cos, "psnr_cpu": psnr_cpu, "min_grad_cosine_cpu": cos_cpu, "gaussians": len(av)}
 
 
 @pytest.mark.parametrize("kind", ["head", "body"])
@@ -102,8 +111,9 @@ def test_generate_killed_resumed_then_every_command(kind: str, models: Models, t
     assert len(list((tmp_path / "frames").glob("*.ply"))) == 3
 
     parity = gsplat_against_reference(out, kind)
-    print(f"{kind}: gsplat vs reference on the generated avatar: {parity}")
+    print(f"{kind}: gsplat vs reference and vs the cpu backend on the generated avatar: {parity}")
     assert parity["psnr"] > 60.0 and parity["min_grad_cosine"] > 0.999
+    assert parity["psnr_cpu"] > 60.0 and parity["min_grad_cosine_cpu"] > 0.999
 
 
 @pytest.mark.parametrize("kind", ["head", "body"])
