@@ -28,7 +28,7 @@ AVATAR_SUFFIX = ".avatar"
 
 
 def paths(*items: object) -> tuple[PathInput, ...]:
-    """The file names among a command's inputs (objects given as they are are no files)."""
+    """The file names among a command's inputs (an avatar or a motion given as an object is no file)."""
     return tuple(i for i in items if isinstance(i, (str, Path)))
 
 

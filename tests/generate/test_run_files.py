@@ -36,7 +36,7 @@ def test_a_run_tells_its_own_files_by_their_content(tmp_path, head_avatar):
         avatar_file.save(snapshot, unfinished)
         assert is_unfinished_avatar(unfinished) == own, stage
     check_run_files(tmp_path / "g.avatar", force=True)  # --force lets the run replace them
-    with pytest.raises(AvatarError, match="g.ckpt is not a checkpoint of an earlier run"):
+    with pytest.raises(AvatarError, match=r"g\.ckpt is not a checkpoint of an earlier run"):
         check_run_files(tmp_path / "g.avatar")
     ckpt.unlink()
     with pytest.raises(AvatarError, match="not an earlier run's unfinished avatar"):
