@@ -32,6 +32,8 @@ from avatarcli import __version__
 from avatarcli.console import console, error, progress, summary
 from avatarcli.errors import AvatarError
 from avatarcli.fileio import remove_partial_outputs
+from avatarcli.generate.guidance.diffusion import DEFAULT_SPECS
+from avatarcli.generate.guidance.scores import DEFAULT_SCORE, NEGATIVE_PROMPT
 from avatarcli.signals import Interrupted, interrupts_raise
 
 app = typer.Typer(
@@ -48,11 +50,14 @@ TemplateOpt = Annotated[
     Optional[Path],
     typer.Option(
         "--template",
-        help="Your own SMPL-X (body) or FLAME (head) model file or folder. Default: the built-in mannequin, "
-        "or $AVATARCLI_BODY_TEMPLATE / $AVATARCLI_HEAD_TEMPLATE.",
+        help="Your own SMPL-X (body) or FLAME (head) model file or folder.",
+        show_default="the built-in mannequin, or $AVATARCLI_BODY_TEMPLATE / $AVATARCLI_HEAD_TEMPLATE",
     ),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+DIFFUSION_DEFAULTS = {kind: spec.base for kind, spec in DEFAULT_SPECS.items()}
+CONTROLNET_DEFAULTS = {kind: spec.controlnet for kind, spec in DEFAULT_SPECS.items()}
+SUBFOLDER_DEFAULTS = {kind: spec.controlnet_subfolder for kind, spec in DEFAULT_SPECS.items()}
 ForceOpt = Annotated[
     bool, typer.Option("--force", help="Write into an output folder that already holds files (same-named files are replaced, others kept).")
 ]
@@ -62,45 +67,25 @@ def _command_line() -> str:
     return "avatar " + shlex.join(sys.argv[1:])
 
 
-def parse_color(text: str) -> torch.Tensor:
-    """'white', 'black', 'gray', '#rrggbb' or 'r,g,b' (0-1 floats) -> (3,) tensor."""
-    names = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "gray": (0.5, 0.5, 0.5), "grey": (0.5, 0.5, 0.5)}
-    t = text.strip().lower()
-    if t in names:
-        return torch.tensor(names[t])
-    if t.startswith("#") and len(t) == 7:
-        try:
-            return torch.tensor([int(t[i : i + 2], 16) / 255.0 for i in (1, 3, 5)])
-        except ValueError:
-            pass
-    parts = t.split(",")
-    if len(parts) == 3:
-        try:
-            vals = [float(p) for p in parts]
-        except ValueError:
-            vals = []
-        if vals and all(0.0 <= v <= 1.0 for v in vals):
-            return torch.tensor(vals)
-    raise AvatarError(f"cannot read colour {text!r}: use white, black, gray, #rrggbb or r,g,b in 0-1")
+def _recipe_default(setting: str) -> str:
+    """A recipe's default as --help shows it: one value, or the head's and the body's."""
+    from avatarcli.generate.config import recipe
+
+    def text(kind: str) -> str:
+        value = functools.reduce(getattr, setting.split("."), recipe(kind, "x"))
+        return ",".join(value) if isinstance(value, tuple) else f"{value:g}"
+
+    head, body = text("head"), text("body")
+    return head if head == body else f"head {head}, body {body}"
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'512' or 'WxH' -> (width, height)."""
-    try:
-        if "x" in text.lower():
-            w, h = (int(v) for v in text.lower().split("x"))
-        else:
-            w = h = int(text)
-    except ValueError:
-        raise AvatarError(f"cannot read size {text!r}: use N or WxH, e.g. 512 or 1024x768") from None
-    if not (8 <= w <= 8192 and 8 <= h <= 8192):
-        raise AvatarError(f"size {w}x{h} is out of range (8 to 8192 pixels a side)")
-    return w, h
+def _per_kind(values: dict[str, str | None]) -> str:
+    return ", ".join(f"{kind} {value}" for kind, value in values.items() if value)
 
 
 def _version(value: bool) -> None:
     if value:
-        console.print(f"avatarcli {__version__}")
+        sys.stdout.write(f"avatarcli {__version__}\n")  # data: stdout, like the listing of `avatar motions`
         raise typer.Exit()
 
 
@@ -131,36 +116,40 @@ def init(
                             ("template", av.meta["template"]["name"])])  # fmt: skip
 
 
-def _slug(text: str) -> str:
-    keep = "".join(c.lower() if c.isalnum() else "-" for c in text.strip())
-    return "-".join(filter(None, keep.split("-")))[:48] or "avatar"
-
-
 @app.command()
 def generate(
     prompt: Annotated[str, typer.Argument(help='What the avatar should look like, e.g. "Kratos" or "a chef dressed in white".')],
     output: Annotated[
-        Optional[str], typer.Option("--output", "-o", help="The .avatar to write (default: from the prompt). A .ckpt goes beside it.")
+        Optional[str],
+        typer.Option(
+            "--output", "-o", help="The .avatar to write. A .ckpt goes beside it.", show_default="the prompt's words, joined by -"
+        ),
     ] = None,
     model: Annotated[
         Optional[str],
         typer.Option(
             "--model",
             "-m",
-            help="head (HeadStudio recipe) or body (DreamWaltz-G / GaussianMotion recipe). Default: the kind of the --from "
-            "avatar, else head.",
+            help="head (HeadStudio recipe) or body (DreamWaltz-G / GaussianMotion recipe).",
+            show_default="the kind of the --from avatar, else head",
         ),
     ] = None,
-    source: Annotated[Optional[str], typer.Option("--from", help="Start from this avatar (default: a fresh 'avatar init').")] = None,
+    source: Annotated[Optional[str], typer.Option("--from", help="Start from this avatar.", show_default="a fresh 'avatar init'")] = None,
     guidance: Annotated[
         str,
         typer.Option(
             help="diffusion (Stable Diffusion + ControlNet) or tiny (small random models: offline smoke runs, the result is noise)."
         ),
     ] = "diffusion",
-    diffusion: Annotated[Optional[str], typer.Option(help="Base model: hub id or local diffusers folder (default per model kind).")] = None,
-    controlnet: Annotated[Optional[str], typer.Option(help="ControlNet: hub id or local folder (default per model kind).")] = None,
-    controlnet_subfolder: Annotated[Optional[str], typer.Option(help="Subfolder of the ControlNet repository.")] = None,
+    diffusion: Annotated[
+        Optional[str], typer.Option(help="Base model: hub id or local diffusers folder.", show_default=_per_kind(DIFFUSION_DEFAULTS))
+    ] = None,
+    controlnet: Annotated[
+        Optional[str], typer.Option(help="ControlNet: hub id or local folder.", show_default=_per_kind(CONTROLNET_DEFAULTS))
+    ] = None,
+    controlnet_subfolder: Annotated[
+        Optional[str], typer.Option(help="Subfolder of the ControlNet repository.", show_default=_per_kind(SUBFOLDER_DEFAULTS))
+    ] = None,
     encoder: Annotated[
         Optional[str],
         typer.Option(
@@ -168,21 +157,31 @@ def generate(
             "madebyollin/taesd) instead of the VAE: faster steps, approximate latents."
         ),
     ] = None,
-    score: Annotated[Optional[str], typer.Option(help="sds, nfsd (head default) or asd (body default).")] = None,
+    score: Annotated[Optional[str], typer.Option(help="sds, nfsd or asd.", show_default=_per_kind(DEFAULT_SCORE))] = None,
     cfg_scale: Annotated[float, typer.Option("--cfg", help="Classifier-free guidance scale.")] = 7.5,
-    negative_prompt: Annotated[Optional[str], typer.Option(help="Negative prompt for nfsd.")] = None,
+    negative_prompt: Annotated[Optional[str], typer.Option(help="Negative prompt for nfsd.", show_default=NEGATIVE_PROMPT)] = None,
     stages: Annotated[
-        Optional[str], typer.Option(help="Comma-separated: canonical,animate (body default) or animate (head default).")
+        Optional[str], typer.Option(help="Comma-separated: canonical, animate or both.", show_default=_recipe_default("stages"))
     ] = None,
-    steps: Annotated[Optional[int], typer.Option(help="Training steps in all (default 10000).")] = None,
-    batch: Annotated[Optional[int], typer.Option(help="Views per step (default 8).")] = None,
-    resolution: Annotated[Optional[int], typer.Option(help="Render size in pixels, a multiple of 8 (default 1024).")] = None,
-    lr_position: Annotated[Optional[float], typer.Option(help="Learning rate of positions.")] = None,
-    lr_scale: Annotated[Optional[float], typer.Option(help="Learning rate of scales.")] = None,
-    lr_rotation: Annotated[Optional[float], typer.Option(help="Learning rate of rotations.")] = None,
-    lr_color: Annotated[Optional[float], typer.Option(help="Learning rate of colours.")] = None,
-    lr_opacity: Annotated[Optional[float], typer.Option(help="Learning rate of opacities.")] = None,
-    lr_shape: Annotated[Optional[float], typer.Option(help="Learning rate of the template shape (heads).")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Training steps in all.", show_default=_recipe_default("steps"))] = None,
+    batch: Annotated[Optional[int], typer.Option(help="Views per step.", show_default=_recipe_default("batch"))] = None,
+    resolution: Annotated[
+        Optional[int], typer.Option(help="Render size in pixels, a multiple of 8.", show_default=_recipe_default("resolution"))
+    ] = None,
+    lr_position: Annotated[
+        Optional[float], typer.Option(help="Learning rate of positions.", show_default=_recipe_default("lr.position"))
+    ] = None,
+    lr_scale: Annotated[Optional[float], typer.Option(help="Learning rate of scales.", show_default=_recipe_default("lr.scale"))] = None,
+    lr_rotation: Annotated[
+        Optional[float], typer.Option(help="Learning rate of rotations.", show_default=_recipe_default("lr.rotation"))
+    ] = None,
+    lr_color: Annotated[Optional[float], typer.Option(help="Learning rate of colours.", show_default=_recipe_default("lr.color"))] = None,
+    lr_opacity: Annotated[
+        Optional[float], typer.Option(help="Learning rate of opacities.", show_default=_recipe_default("lr.opacity"))
+    ] = None,
+    lr_shape: Annotated[
+        Optional[float], typer.Option(help="Learning rate of the template shape (heads).", show_default=_recipe_default("lr.shape"))
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue from the checkpoint beside the output.")] = False,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints (0: only at the end and on Ctrl-C).")] = 500,
@@ -206,6 +205,14 @@ def generate(
             "evenly). Or launch with torchrun --nproc-per-node N."
         ),
     ] = 1,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Replace a NAME.ckpt or NAME.unfinished.avatar beside the output that no run wrote (a file of yours), "
+            "and add previews to a NAME.previews/ that holds other files.",
+        ),
+    ] = False,
 ) -> None:
     """Generate an animatable avatar from a text prompt by score distillation."""
     from rich.progress import TextColumn
@@ -227,15 +234,15 @@ def generate(
     options = api.GenerateOptions(
         model=model, guidance=guidance, diffusion=diffusion, controlnet=controlnet, controlnet_subfolder=controlnet_subfolder,
         encoder=encoder, score=score, cfg_scale=cfg_scale, negative_prompt=negative_prompt,
-        stages=tuple(s.strip() for s in stages.split(",")) if stages else None, steps=steps, batch=batch, resolution=resolution,
+        stages=tuple(s.strip() for s in stages.split(",")) if stages is not None else None, steps=steps, batch=batch, resolution=resolution,
         learning_rates={k: v for k, v in rates.items() if v is not None}, seed=seed, checkpoint_every=checkpoint_every,
         preview_every=preview_every, low_memory=low_memory, compile=compile_networks, points_per_triangle=points_per_triangle,
         template=template, device=device, gpus=gpus,
     )  # fmt: skip
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, the first process reports for all
         console.quiet = True
-    out = output or f"{_slug(prompt)}.avatar"
-    api.check_generate_inputs(prompt, out, options, resume)  # before any output, so a refusal is one line
+    out = output or api.default_output(prompt)
+    api.check_generate_inputs(prompt, out, options, resume, inputs=(source,), force=force)  # before any output: a refusal is one line
     if guidance == "tiny":
         warn("--guidance tiny uses small random networks: the avatar will be noise (this checks the machinery, offline)")
     columns = (TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[gaussians]} Gaussians"), TextColumn("{task.fields[rate]}"))
@@ -259,7 +266,7 @@ def generate(
                 )
 
             result = api.generate(prompt, out, options, source=start, resume=resume, on_step=on_step, on_phase=on_phase,
-                                  history=_command_line())  # fmt: skip
+                                  history=_command_line(), force=force)  # fmt: skip
     except Interrupted:
         _interrupted(out, before)
     rows = [("wrote", out), ("checkpoint", str(result.checkpoint)), ("Gaussians", f"{len(result.avatar):,}"), ("guidance", result.guidance)]
@@ -341,8 +348,8 @@ def render(
     """Render turntable views of an avatar in its rest pose."""
     from avatarcli import api
 
-    wh = parse_size(size)
-    api.render(avatar, output, views=views, size=wh, elevation=elevation, background=parse_color(background), template=template,
+    wh = api.parse_size(size)
+    api.render(avatar, output, views=views, size=wh, elevation=elevation, background=api.parse_color(background), template=template,
                device=device, force=force)  # fmt: skip
     summary("avatar render", [("wrote", output), ("views", str(views)), ("size", f"{wh[0]}x{wh[1]}")])
 
@@ -357,7 +364,7 @@ def rig(
     template: TemplateOpt = None,
     fit: Annotated[bool, typer.Option(help="Scale and move a .ply onto the template by bounding boxes first.")] = False,
     max_distance: Annotated[
-        Optional[float], typer.Option(help="Metres from the template beyond which Gaussians count as far (default: 0.3 x its radius).")
+        Optional[float], typer.Option(help="Metres from the template beyond which Gaussians count as far.", show_default="0.3 x its radius")
     ] = None,
     drop_far: Annotated[bool, typer.Option(help="Remove the far Gaussians.")] = False,
     smooth: Annotated[bool, typer.Option(help="Smooth body weights over neighbouring Gaussians (hair, clothes).")] = True,
@@ -391,7 +398,7 @@ def animate(
         typer.Argument(help="A motion file (AMASS .npz, Motion-X/TalkSHOW .npy, FLAME .npz) or a built-in name (see 'avatar motions')."),
     ],
     output: Annotated[str, typer.Option("--output", "-o", help="A folder of PNG frames, an .mp4 or a .gif.")],
-    fps: Annotated[Optional[float], typer.Option(help="Output frame rate (default: the motion's).")] = None,
+    fps: Annotated[Optional[float], typer.Option(help="Output frame rate.", show_default="the motion's")] = None,
     size: Annotated[str, typer.Option(help="Frame size: N or WxH.")] = "512",
     camera: Annotated[
         str,
@@ -400,7 +407,7 @@ def animate(
             "front (fixed, frames the whole clip), follow (tracks the root) or orbit."
         ),
     ] = "auto",
-    distance: Annotated[Optional[float], typer.Option(help="Camera distance in metres (default: framed).")] = None,
+    distance: Annotated[Optional[float], typer.Option(help="Camera distance in metres.", show_default="framed")] = None,
     elevation: Annotated[Optional[float], typer.Option(help="Camera elevation in degrees.")] = None,
     azimuth: Annotated[float, typer.Option(help="Camera azimuth in degrees; 0 faces the avatar.")] = 0.0,
     background: Annotated[str, typer.Option(help="white, black, gray, #rrggbb or r,g,b.")] = "white",
@@ -419,10 +426,10 @@ def animate(
     from avatarcli.console import progress, warn
     from avatarcli.render.clip import duration_text
 
-    wh = parse_size(size)
+    wh = api.parse_size(size)
     options = api.AnimateOptions(
         fps=fps, size=wh, camera=camera, distance=distance, elevation=elevation, azimuth=azimuth,
-        background=parse_color(background), start=start, end=end, batch=batch,
+        background=api.parse_color(background), start=start, end=end, batch=batch,
     )  # fmt: skip
     with progress(TextColumn("{task.fields[rate]}")) as bar:
         task = bar.add_task("rendering", total=None, rate="")
@@ -443,21 +450,22 @@ def motions(
     name: Annotated[Optional[str], typer.Argument(help="A built-in motion to write out; omit to list them.")] = None,
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Where to write it (.npz).")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="head or body, for names both kinds have (turn).")] = None,
-    seconds: Annotated[Optional[float], typer.Option(help="Length in seconds (default: the motion's own).")] = None,
+    seconds: Annotated[Optional[float], typer.Option(help="Length in seconds.", show_default="the motion's own")] = None,
     fps: Annotated[float, typer.Option(help="Frame rate.")] = 30.0,
 ) -> None:
     """List the built-in motions, or write one as an editable .npz."""
+    from rich.console import Console
     from rich.table import Table
 
     from avatarcli import api
 
-    if name is None:
+    if name is None:  # the listing is data: stdout (`avatar motions | grep walk`)
         table = Table(title="built-in motions")
         for col in ("name", "for", "seconds", "what"):
             table.add_column(col)
         for row in api.builtin_motions():
             table.add_row(row["name"], row["kind"], f"{row['seconds']:g}", row["what"])
-        console.print(table)
+        Console(highlight=False, soft_wrap=True).print(table)
         return
     if output is None:
         raise AvatarError("say where to write the motion with -o FILE.npz")
@@ -478,12 +486,12 @@ def export(
         ),
     ],
     fmt: Annotated[
-        Optional[str], typer.Option("--format", help="ply, compressed-ply, splat, glb, splat-gltf or html (default: from the name).")
+        Optional[str], typer.Option("--format", help="ply, compressed-ply, splat, glb, splat-gltf or html.", show_default="from the name")
     ] = None,
     motion: Annotated[
         Optional[str], typer.Option(help="Pose the avatar with this motion (file or built-in name); .glb and .html play all of it.")
     ] = None,
-    frame: Annotated[Optional[int], typer.Option(help="Which motion frame to export (default 0).")] = None,
+    frame: Annotated[Optional[int], typer.Option(help="Which motion frame to export.", show_default="0")] = None,
     sequence: Annotated[bool, typer.Option(help="Write one .ply per motion frame into the output folder.")] = False,
     sh_degree: Annotated[
         int,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 from avatarcli.errors import AvatarError
@@ -34,3 +37,25 @@ def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     if device.type != "cuda" or tensor.device.type != "cpu":
         return tensor.to(device)
     return tensor.pin_memory().to(device, non_blocking=True)
+
+
+@contextlib.contextmanager
+def repeatable(device: torch.device) -> Iterator[None]:
+    """Within the block, work on the CPU adds up gradients in the same order every time.
+
+    The backward pass of indexing accumulates with ``index_put_``, whose CPU kernel adds in
+    parallel with atomic operations: with more than one thread the sums come out in whatever
+    order the threads reach them, differing in their last bits from run to run, and Adam
+    (``eps`` 1e-15) makes whole learning-rate steps of such differences. PyTorch's
+    deterministic mode runs those kernels in order. (On CUDA, gsplat's kernels add
+    atomically whatever the mode, so nothing changes there.)
+    """
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import json
 import math
 import os
 import shutil
@@ -24,7 +25,7 @@ import tempfile
 import warnings
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Literal
 
@@ -91,9 +92,21 @@ def check_input(path: str | Path, what: str = "file", limit: int = MAX_READ_BYTE
         raise AvatarError(f"{what} {p} is a folder, not a file")
     if not (stat.S_ISREG(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
         raise AvatarError(f"{what} {p} is not a regular file")
+    if stat.S_ISFIFO(st.st_mode) and _named_pipe(p):
+        raise AvatarError(f"{what} {p} is a named pipe: reading it waits for a writer that may never come; give a regular file")
     if st.st_size > limit:
         raise AvatarError(f"{what} {p} is {size_text(st.st_size)}, more than {size_text(limit)}, the most this command reads")
     return st.st_size
+
+
+def _named_pipe(path: Path) -> bool:
+    """Whether ``path`` is a FIFO made in the filesystem (``mkfifo``), which blocks the reader
+    until something opens it for writing, rather than a pipe that already has its writer (a
+    shell's ``<(command)``, ``/dev/fd/N``, whose target is no file)."""
+    try:
+        return stat.S_ISFIFO(os.lstat(os.path.realpath(path)).st_mode)
+    except OSError:
+        return False
 
 
 def _check_stdin(what: str) -> None:
@@ -124,6 +137,93 @@ def read_bytes(path: str | Path, what: str = "file", limit: int = MAX_READ_BYTES
             return _read_at_most(fh, limit, what, str(p))
     except OSError as exc:
         raise AvatarError(f"cannot read {p}: {exc.strerror}") from exc
+
+
+def _article(what: str) -> str:
+    return "an" if what[:1] in "aeiou" else "a"
+
+
+def _read_stream(stream: BinaryIO, n: int) -> bytes:
+    """Up to ``n`` bytes of ``stream`` (fewer only at its end), a chunk at a time."""
+    parts: list[bytes] = []
+    size = 0
+    while size < n:
+        block = stream.read(min(_CHUNK, n - size))
+        if not block:
+            break
+        parts.append(block)
+        size += len(block)
+    return b"".join(parts)
+
+
+MAX_SAFETENSORS_HEADER = 64 << 20  # the largest safetensors header read (the tensor table and the metadata)
+
+
+def _safetensors_size(header: bytes) -> int:
+    """The data bytes a safetensors header declares (the end of its last tensor)."""
+    table = json.loads(header)
+    if not isinstance(table, dict):
+        raise ValueError("the header is not a JSON object")
+    end = 0
+    for key, entry in table.items():
+        if key == "__metadata__":
+            continue
+        offsets = entry["data_offsets"]
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) and o >= 0 for o in offsets)):
+            raise ValueError(f"tensor {key[:40]!r} has no valid data offsets")
+        end = max(end, offsets[1])
+    return end
+
+
+def read_safetensors(path: str | Path, what: str, limit: int) -> bytes:
+    """The bytes of a safetensors file (``-`` reads stdin), at most ``limit``.
+
+    A file's size is checked before it is read (:func:`read_bytes`). Standard input has no
+    size to check: its header is read first, and then only the data it declares, so a stream
+    that is not a safetensors file (``/dev/zero``) or declares more than ``limit`` is refused
+    before anything of that size is read.
+    """
+    if str(path) != STDIO:
+        return read_bytes(path, what, limit)
+    _check_stdin(what)
+    stream = sys.stdin.buffer
+    prefix = _read_stream(stream, 8)
+    if not prefix:
+        raise AvatarError(f"no {what} on standard input")
+    n = int.from_bytes(prefix, "little") if len(prefix) == 8 else 0
+    if not 2 <= n <= MAX_SAFETENSORS_HEADER:
+        raise AvatarError(f"standard input is not {_article(what)} {what}")
+    header = _read_stream(stream, n)
+    try:
+        size = _safetensors_size(header) if len(header) == n else -1
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
+        raise AvatarError(f"standard input is not {_article(what)} {what} (unreadable header)") from None
+    if size < 0:
+        raise AvatarError(f"the {what} on standard input is truncated")
+    if 8 + n + size > limit:
+        raise AvatarError(
+            f"the {what} on standard input declares {size_text(8 + n + size)}, more than {size_text(limit)}, the most this command reads"
+        )
+    data = _read_stream(stream, size)
+    if len(data) < size:
+        raise AvatarError(f"the {what} on standard input is truncated")
+    return prefix + header + data
+
+
+def safetensors_metadata(path: str | Path, key: str = "avatarcli") -> dict | None:
+    """The JSON object a safetensors file keeps under ``key`` in its metadata, read from the
+    header alone (the tensors are not read); None for a file that is not such a file."""
+    try:
+        with open(path, "rb") as fh:
+            prefix = fh.read(8)
+            n = int.from_bytes(prefix, "little") if len(prefix) == 8 else 0
+            if not 2 <= n <= MAX_SAFETENSORS_HEADER:
+                return None
+            header = json.loads(fh.read(n))
+            meta = json.loads(header["__metadata__"][key])
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
+        return None
+    return meta if isinstance(meta, dict) else None
 
 
 class PickledArrayError(AvatarError):
@@ -169,13 +269,35 @@ def npy_array(data: bytes, name: str) -> np.ndarray:
         raise AvatarError(f"{name} is not a readable .npy array ({exc})") from None
 
 
-def npz_arrays(data: bytes, name: str, limit: int = MAX_READ_BYTES, skip_pickled: bool = False) -> dict[str, np.ndarray]:
+ArrayCheck = Callable[[str, tuple[int, ...], np.dtype], None]
+_NPY_PROBE = 1 << 16  # bytes of an .npz member read to find its array's header
+
+
+def _member_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> tuple[tuple[int, ...], np.dtype] | None:
+    """The shape and dtype an ``.npz`` member declares, from its first bytes (the rest is not
+    unpacked); None when they hold no readable ``.npy`` header (reading the member says why)."""
+    with archive.open(info) as fh:
+        head = fh.read(_NPY_PROBE)
+    if not head.startswith(b"\x93NUMPY"):
+        return None
+    try:
+        shape, _, dtype, _ = npy_header(head, name)
+    except AvatarError:
+        return None
+    return shape, dtype
+
+
+def npz_arrays(
+    data: bytes, name: str, limit: int = MAX_READ_BYTES, skip_pickled: bool = False, check: ArrayCheck | None = None
+) -> dict[str, np.ndarray]:
     """The arrays of an ``.npz`` image, by name (``.npy`` dropped), at most ``limit`` bytes
-    unpacked in all; ``skip_pickled`` leaves out object arrays instead of refusing the file."""
+    unpacked in all; ``skip_pickled`` leaves out object arrays instead of refusing the file.
+    ``check(key, shape, dtype)`` sees each array's header before the array is unpacked, and
+    raises to refuse it (a few bytes of archive can unpack to a gigabyte)."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         members = archive.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, UnicodeDecodeError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, UnicodeDecodeError, NotImplementedError) as exc:
         raise AvatarError(f"{name} is not a readable .npz file, or it is truncated ({str(exc)[:80]})") from None
     arrays: dict[str, np.ndarray] = {}
     unpacked = 0
@@ -188,6 +310,10 @@ def npz_arrays(data: bytes, name: str, limit: int = MAX_READ_BYTES, skip_pickled
             if unpacked > limit:
                 raise AvatarError(f"{name} holds more than {size_text(limit)} unpacked, the most this command reads")
             try:
+                declared = _member_header(archive, info, f"{name}: '{key}'") if check is not None else None
+                if declared is not None:
+                    assert check is not None
+                    check(key, *declared)
                 member = archive.read(info)
             except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, RuntimeError, NotImplementedError) as exc:
                 raise AvatarError(f"{name}: '{key}' is corrupt ({str(exc)[:80]})") from None
@@ -199,20 +325,35 @@ def npz_arrays(data: bytes, name: str, limit: int = MAX_READ_BYTES, skip_pickled
     return arrays
 
 
-def read_arrays(path: str | Path, what: str = "file", limit: int = MAX_READ_BYTES) -> np.ndarray | dict[str, np.ndarray]:
+def read_arrays(
+    path: str | Path, what: str = "file", limit: int = MAX_READ_BYTES, check: ArrayCheck | None = None
+) -> np.ndarray | dict[str, np.ndarray]:
     """A ``.npy`` file's array or an ``.npz`` file's arrays (by their content, as ``np.load``
-    tells them apart), read within ``limit`` bytes and never unpickled."""
+    tells them apart), read within ``limit`` bytes and never unpickled; ``check`` sees each
+    array's shape and dtype before anything is made of it (see :func:`npz_arrays`; a ``.npy``
+    file's one array has the key "")."""
     data = read_bytes(path, what, limit)
     name = Path(path).name
     if data.startswith(b"PK\x03\x04") or data.startswith(b"PK\x05\x06"):
-        return npz_arrays(data, name, limit)
+        return npz_arrays(data, name, limit, check=check)
     if data.startswith(b"\x93NUMPY"):
-        return npy_array(data, name)
+        array = npy_array(data, name)  # a view of the bytes read: nothing is made of them yet
+        if check is not None:
+            check("", array.shape, array.dtype)
+        return array
     raise AvatarError(f"{name} is not a .npy or .npz file")
 
 
 # -- writing ------------------------------------------------------------------------------------
 _PARTIAL: set[Path] = set()  # temporary outputs being written, until renamed into place or removed
+# temporary names are ".NAME.XXXXXXXX.partialSUFFIX": NAME and SUFFIX are cut so that they stay
+# within the 255 bytes a file name may have wherever the output's own name fits
+_STEM_ROOM, _SUFFIX_ROOM = 160, 32
+
+
+def _stem(name: str) -> str:
+    """``name`` cut to at most _STEM_ROOM bytes, for the temporary names made from it."""
+    return os.fsdecode(os.fsencode(name)[:_STEM_ROOM])
 
 
 def _temporary(make: Callable[[], str]) -> Path:
@@ -272,9 +413,10 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """
     target = Path(path)
     suffix = target.suffix if suffix is None else suffix
+    suffix = suffix if len(os.fsencode(suffix)) <= _SUFFIX_ROOM else ""
 
     def make() -> str:
-        fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=f".partial{suffix}")
+        fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{_stem(target.name)}.", suffix=f".partial{suffix}")
         os.close(fd)
         return name
 
@@ -302,7 +444,7 @@ def atomic_folder(path: str | Path, force: bool = False) -> Iterator[Path]:
         _publish_mode(tmp, folder=True)
         _move_into(tmp, target, force)
 
-    with _staged(target, lambda: tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"), publish) as tmp:
+    with _staged(target, lambda: tempfile.mkdtemp(dir=target.parent, prefix=f".{_stem(target.name)}.partial-"), publish) as tmp:
         yield tmp
 
 
@@ -357,9 +499,28 @@ def _move_into(tmp: Path, target: Path, force: bool) -> None:
 
 
 OutputKind = Literal["file", "folder"]
+PathInput = str | Path | None
 
 
-def check_output(path: str | Path, kind: OutputKind = "file", force: bool = False) -> None:
+def _stat(path: Path) -> os.stat_result | None:
+    """``path``'s status (links followed); None when nothing is there; a path that cannot
+    be looked at (a name too long, no permission) is one ``AvatarError``."""
+    try:
+        return os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise AvatarError(f"cannot use {path}: {exc.strerror}") from exc
+
+
+def _name_max(folder: Path) -> int:
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        return 255
+
+
+def check_output(path: str | Path, kind: OutputKind = "file", force: bool = False, *, inputs: Iterable[PathInput] = ()) -> None:
     """Refuse, before any work, an output that cannot be written or would harm what is there.
 
     Args:
@@ -367,27 +528,57 @@ def check_output(path: str | Path, kind: OutputKind = "file", force: bool = Fals
         kind: "file" (an existing folder or device in its place is refused) or "folder"
             (an existing non-empty folder is refused unless ``force``).
         force: allow adding files to a non-empty folder.
+        inputs: the files the command reads: an output that is one of them (the same file,
+            or a link to it) is refused (see :func:`check_not_an_input`).
     """
     if str(path) == STDIO:
         return
     target = Path(path)
     parent = target.parent
-    if not parent.exists():
+    parent_status = _stat(parent)
+    if parent_status is None:
         raise AvatarError(f"folder {parent} does not exist")
-    if not parent.is_dir():
+    if not stat.S_ISDIR(parent_status.st_mode):
         raise AvatarError(f"{parent} is not a folder")
+    length, most = len(os.fsencode(target.name)), _name_max(parent)
+    if length > most:
+        raise AvatarError(f"the name {target.name[:40]}... is {length} bytes long; a file name in {parent} may have at most {most}")
+    status = _stat(target)
+    is_dir = status is not None and stat.S_ISDIR(status.st_mode)
     if kind == "file":
-        if target.is_dir():
+        if is_dir:
             raise AvatarError(f"{target} is a folder; name a file to write")
-        if target.exists() and not target.is_file():
+        if status is not None and not stat.S_ISREG(status.st_mode):
             raise AvatarError(f"{target} exists and is not a regular file")
     else:
-        if target.exists() and not target.is_dir():
+        if status is not None and not is_dir:
             raise AvatarError(f"{target} exists and is not a folder")
-        if target.is_dir() and any(target.iterdir()) and not force:
+        if is_dir and any(target.iterdir()) and not force:
             raise AvatarError(f"folder {target} is not empty; choose a new or empty folder, or pass --force to add the files to it")
-    for folder in (parent, target) if target.is_dir() else (parent,):
+    check_not_an_input(target, inputs)
+    for folder in (parent, target) if is_dir else (parent,):
         _check_can_create(folder)
+
+
+def check_not_an_input(output: str | Path, inputs: Iterable[PathInput]) -> None:
+    """Refuse an output that is one of the command's ``inputs``: the same file under the same
+    name, another name or a link (writing it would replace what is being read). ``-`` and
+    None among the inputs are skipped, as is an output that does not exist yet."""
+    if str(output) == STDIO:
+        return
+    written = _stat(Path(output))
+    if written is None:
+        return
+    for source in inputs:
+        if source is None or str(source) == STDIO:
+            continue
+        try:
+            read = os.stat(source)
+        except OSError:
+            continue  # the command's own check of that input says what is wrong with it
+        if (read.st_dev, read.st_ino) == (written.st_dev, written.st_ino):
+            same = "" if str(source) == str(output) else f" (as {output})"
+            raise AvatarError(f"the output is the input {source}{same}: it would be replaced while it is read; write to a new name")
 
 
 def _check_can_create(folder: Path) -> None:

@@ -23,13 +23,15 @@ echo "== a head: init, generate (offline smoke run), animate, export"
 
 echo "== a splat from anywhere, rigged onto the template"
 "$AVATAR" rig "$OUT/knight.ply" --model head -o "$OUT/knight.rigged.avatar"
+"$AVATAR" info "$OUT/knight.rigged.avatar"
 
 echo "== a body: init, generate (offline smoke run), animate"
 "$AVATAR" init --model body -k 2 -o "$OUT/chef.init.avatar"
 "$AVATAR" generate "a chef dressed in white" --model body --from "$OUT/chef.init.avatar" \
     --guidance tiny --steps 10 --batch 2 --resolution 64 -o "$OUT/chef.avatar"
-"$AVATAR" animate "$OUT/chef.init.avatar" walk --size 160 --fps 10 -o "$OUT/chef_walk.gif"   # the camera follows a walk
-"$AVATAR" motions wave -o "$OUT/wave.npz"
+"$AVATAR" animate "$OUT/chef.avatar" walk --size 160 --fps 10 -o "$OUT/chef_walk.gif"   # the camera follows a walk
+"$AVATAR" motions wave -o "$OUT/wave.npz"                                                # a built-in motion, to edit
+"$AVATAR" export "$OUT/chef.avatar" --motion "$OUT/wave.npz" -o "$OUT/chef_wave.glb"     # a skinned mesh that plays it
 
 echo
 echo "Wrote:"

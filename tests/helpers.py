@@ -154,3 +154,26 @@ def walk_across(seconds: float, fps: float):  # type: ignore[no-untyped-def]
     walk = builtin_motion("walk", "body", seconds=seconds, fps=fps)
     rot, trans = turn_world(walk.rotations, walk.translation, axis_angle_to_matrix(torch.tensor([0.0, math.pi / 2, 0.0])))
     return Motion("body", rot, walk.expression, trans, fps, "walk across").validate()
+
+
+def peak_memory(args: list[str], stdin_command: str | None = None, timeout: float = 300.0) -> tuple[int, str, int]:
+    """Run ``python -m avatarcli ARGS`` (this checkout's code), its standard input piped from
+    the shell command ``stdin_command`` when given; returns its exit status, its stderr and
+    the peak resident memory in bytes of the processes it took (measured by a Python process
+    that runs nothing else)."""
+    import os
+    import shlex
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    command = shlex.join([sys.executable, "-m", "avatarcli", *args])
+    if stdin_command is not None:
+        command = f"{stdin_command} | {command}"
+    probe = (
+        "import resource, subprocess, sys; r = subprocess.run(sys.argv[1], shell=True, stdout=subprocess.DEVNULL); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    r = subprocess.run([sys.executable, "-c", probe, command], capture_output=True, text=True, env=env, timeout=timeout)
+    return r.returncode, r.stderr, int(r.stdout.split()[-1]) * 1024  # ru_maxrss is in KiB on Linux

@@ -88,3 +88,32 @@ def test_help_explains_itself():
     assert r.code == 0
     text = r.stdout.decode() + r.stderr
     assert "--points-per-triangle" in text and "--template" in text
+
+
+def test_data_goes_to_stdout():
+    """``avatar motions | grep walk`` and ``avatar --version`` printed to stderr: a listing and
+    a version are data."""
+    r = run_cli("motions")
+    assert r.code == 0, r.stderr
+    listing = r.stdout.decode()
+    assert "walk" in listing and "talk" in listing and "walk" not in r.stderr
+    r = run_cli("--version")
+    assert r.code == 0 and r.stdout.decode().startswith("avatarcli ") and r.stderr == ""
+
+
+def test_help_shows_the_defaults_as_typer_does(monkeypatch):
+    """``generate --help`` stated its defaults in prose, "(default 10000)"; they are shown as
+    typer shows any default, from the recipes themselves."""
+    from avatarcli.generate.config import recipe
+
+    monkeypatch.setenv("COLUMNS", "300")
+    for command in ("generate", "animate", "export", "rig", "motions", "init"):
+        r = run_cli(command, "--help")
+        text = r.stdout.decode() + r.stderr
+        assert r.code == 0 and "(default" not in text and "Default:" not in text, text
+    r = run_cli("generate", "--help")
+    text = " ".join((r.stdout.decode() + r.stderr).split())
+    head, body = recipe("head", "x"), recipe("body", "x")
+    assert f"Training steps in all. [default: ({head.steps})]" in text
+    assert f"[default: (head {head.lr.position:g}, body {body.lr.position:g})]" in text
+    assert "[default: (head nfsd, body asd)]" in text and "[default: (head animate, body canonical,animate)]" in text

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from avatarcli.model import avatar_file
 from avatarcli.motion.builtin import builtin_motion
 from avatarcli.motion.readers import write_motion
 
-from helpers import patch_api, run_cli
+from helpers import patch_api, peak_memory, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -198,6 +199,49 @@ def _ply_count(inp: Path, work: Path) -> None:
     (work / "bad.ply").write_bytes(b"\n".join(lines) + b"end_header\n" + body)
 
 
+def _ply_long_header(comment_bytes: int):
+    """A maker: head.ply with ``comment_bytes`` of comments in its header and a vertex count
+    far beyond its data."""
+
+    def make(inp: Path, work: Path) -> None:
+        data = (inp / "head.ply").read_bytes()
+        head, _, body = data.partition(b"end_header\n")
+        lines = [b"element vertex 99999999999" if ln.startswith(b"element vertex") else ln for ln in head.split(b"\n")]
+        comments = [b"comment " + b"x" * 992] * (comment_bytes // 1000 + 1)
+        (work / "bad.ply").write_bytes(b"\n".join(lines[:1] + comments + lines[1:]) + b"end_header\n" + body)
+
+    return make
+
+
+def _zip_version_10(inp: Path, work: Path) -> None:
+    """talk.npz whose archive says it needs zip version 10.0 to be opened."""
+    data = bytearray((inp / "talk.npz").read_bytes())
+    at = data.find(b"PK\x01\x02")
+    while at >= 0:
+        data[at + 6 : at + 8] = (100).to_bytes(2, "little")  # version needed to extract
+        at = data.find(b"PK\x01\x02", at + 4)
+    (work / "m.npz").write_bytes(bytes(data))
+
+
+def copied(src: str, name: str, link: str | None = None, hard: bool = False):
+    """A maker: the input ``src`` copied into the work folder as ``name``, and ``link`` (when
+    given) a symbolic or hard link to it."""
+
+    def make(inp: Path, work: Path) -> None:
+        shutil.copyfile(inp / src, work / name)
+        if link is not None:
+            os.link(work / name, work / link) if hard else os.symlink(name, work / link)
+
+    return make
+
+
+def users_file(name: str, content: bytes = b"mine\n"):
+    def make(inp: Path, work: Path) -> None:
+        (work / name).write_bytes(content)
+
+    return make
+
+
 def _ply_list_property(inp: Path, work: Path) -> None:
     v = PlyData.read(str(inp / "head.ply"))["vertex"].data
     names = [n for n in v.dtype.names if n != "opacity"]
@@ -344,6 +388,53 @@ CASES = [
     ("ply-list-property", _ply_list_property, (RIG_PLY,), "'opacity' is not a number"),
     ("ply-nan-ascii", ply_file(lambda v: (v.__setitem__("x", np.nan), v)[1], text=True), (RIG_PLY,), "NaN"),
     ("ply-dev-zero", nothing, (("rig", "/dev/zero", "-m", "head", "-o", "{w}/out.avatar"),), "not a regular file"),
+    # found by trying every command (issue 23): an output that is an input, named as another
+    # kind of file, or a user's file beside a run's output
+    ("export-onto-its-input", copied("head.avatar", "h.avatar"), (("export", "{w}/h.avatar", "-o", "{w}/h.avatar", "--format", "ply"),),
+     "names an avatar file"),
+    ("export-onto-a-link-to-its-input", copied("head.avatar", "h.avatar", "link.ply"), (("export", "{w}/h.avatar", "-o", "{w}/link.ply"),),
+     "the output is the input"),
+    ("rig-ply-onto-itself", copied("head.ply", "h.ply"), (("rig", "{w}/h.ply", "--model", "head", "-o", "{w}/h.ply"),),
+     "the output is the input"),
+    ("rig-avatar-onto-itself", copied("head.avatar", "h.avatar"), (("rig", "{w}/h.avatar", "-o", "{w}/h.avatar"),),
+     "the output is the input"),
+    ("rig-onto-a-hard-link", copied("head.avatar", "h.avatar", "same.avatar", hard=True),
+     (("rig", "{w}/h.avatar", "-o", "{w}/same.avatar"),), "the output is the input"),
+    ("render-onto-a-link-to-its-input", copied("head.avatar", "h.avatar", "v.png"), (("render", "{w}/h.avatar", "-o", "{w}/v.png"),),
+     "the output is the input"),
+    ("generate-from-its-output", copied("head.avatar", "g.avatar"),
+     (("generate", "x", *TINY, "--from", "{w}/g.avatar", "-o", "{w}/g.avatar"),), "the output is the input"),
+    ("generate-from-its-unfinished", copied("head.avatar", "g.unfinished.avatar"),
+     (("generate", "x", *TINY, "--from", "{w}/g.unfinished.avatar", "-o", "{w}/g.avatar"),), "the output is the input"),
+    ("track-onto-its-video", users_file("clip.npz"), (("track", "{w}/clip.npz", "-o", "{w}/clip.npz"),), "the output is the input"),
+    ("rig-named-ply", nothing, (("rig", "{i}/head.avatar", "-o", "{w}/new.ply"),), "an avatar is written as a .avatar file"),
+    ("init-named-ply", nothing, (("init", "-k", "1", "-o", "{w}/x.ply"),), "an avatar is written as a .avatar file"),
+    ("init-named-mp4", nothing, (("init", "-k", "1", "-o", "{w}/x.mp4"),), "an avatar is written as a .avatar file"),
+    ("generate-named-txt", nothing, (("generate", "x", *TINY, "-o", "{w}/g.txt"),), "an avatar is written as a .avatar file"),
+    ("generate-over-a-users-checkpoint", users_file("model.ckpt"), (("generate", "x", *TINY, "-o", "{w}/model.avatar"),),
+     "model.ckpt is not a checkpoint of an earlier run"),
+    ("generate-over-a-users-unfinished-avatar", copied("head.avatar", "m.unfinished.avatar"),
+     (("generate", "x", *TINY, "-o", "{w}/m.avatar"),), "m.unfinished.avatar is not an earlier run's unfinished avatar"),
+    ("generate-into-a-users-previews", folder("g.previews", True),
+     (("generate", "x", *TINY, "--preview-every", "1", "-o", "{w}/g.avatar"),), "holds files that are not preview images"),
+    # bounds
+    ("npz-zip-version-10", _zip_version_10, (ANIMATE,), "not a readable .npz file"),
+    ("ply-header-over-64-kib", _ply_long_header(70_000), (RIG_PLY,), "is truncated: its header declares 99,999,999,999 vertex"),
+    ("ply-header-over-1-mib", _ply_long_header(1_100_000), (RIG_PLY,), "does not end (end_header) within 1 MiB"),
+    ("render-size-8192", nothing, (("render", "{i}/head.avatar", "--size", "8192", "--views", "1", "-o", "{w}/v.png"),),
+     "out of range: 8 to 4096 pixels a side"),
+    ("animate-size-8192", nothing, ((*GOOD_ANIMATE[:-1], "8192"),), "out of range: 8 to 4096 pixels a side"),
+    ("generate-resolution-100000", nothing, (("generate", "x", *TINY[:-4], "--resolution", "100000", "-k", "1", "-o", "{w}/g.avatar"),),
+     "resolution must be at most 2048"),
+    ("output-name-of-300-bytes", nothing, (("init", "-k", "1", "-o", "{w}/" + "a" * 293 + ".avatar"),), "is 300 bytes long"),
+    # silently accepted before
+    ("generate-stages-empty", nothing, (("generate", "x", *TINY, "--stages", "", "-o", "{w}/g.avatar"),), "no stage named"),
+    ("motions-walk-as-head", nothing, (("motions", "walk", "--model", "head", "-o", "{w}/w.npz"),),
+     "walk is a body motion, not a head one"),
+    ("info-head-that-says-body", edited_avatar("head", meta_set("kind", "body")), INFO_RENDER, "its metadata says body"),
+    ("motions-turn-of-which-model", nothing, (("motions", "turn", "-o", "{w}/x"),), "--model head or --model body"),
+    ("animate-arguments-swapped", nothing, (("animate", "{i}/talk.npz", "{i}/head.avatar", "-o", "{w}/out.gif", "--size", "16"),),
+     "the arguments look swapped"),
 ]
 # fmt: on
 
@@ -510,6 +601,59 @@ def test_standard_input_is_read_from_files_and_pipes_not_devices(inputs, tmp_pat
         r = subprocess.run(command, stdin=fh, capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["kind"] == "head"
+
+
+def test_a_pipe_of_zeros_on_standard_input_is_refused_at_once():
+    """``head -c 5000000000 /dev/zero | avatar info -`` was read whole first (gigabytes of
+    memory, then a MemoryError): an avatar's header is read first, and zeros are not one."""
+    code, stderr, peak = peak_memory(["info", "-"], stdin_command="head -c 5000000000 /dev/zero")
+    assert code == 2 and stderr.strip() == "error: standard input is not an avatar file", stderr
+    assert peak < 1 << 30, f"{peak / 2**30:.1f} GiB"
+
+
+def test_a_small_npz_that_unpacks_to_a_gigabyte_is_refused_from_its_headers(inputs, tmp_path):
+    """A 1 MB .npz of 0.99 GB of zeros took 3 GB of memory before it was refused: what its
+    directory declares is bounded, and each array's header is read before it is unpacked."""
+    for frames, message in ((750_000, "bomb.npz holds more than 512 MiB unpacked"), (300_000, "bomb.npz: 'poses' has 300,000 frames")):
+        bomb = tmp_path / "bomb.npz"
+        np.savez_compressed(bomb, poses=np.zeros((frames, 165)), mocap_frame_rate=np.float64(30))
+        assert bomb.stat().st_size < 2 << 20
+        out = str(tmp_path / "a.gif")
+        code, stderr, peak = peak_memory(["animate", str(inputs / "head.avatar"), str(bomb), "-o", out, "--size", "16"])
+        lines = stderr.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith(f"error: {message}"), stderr
+        assert peak < 1 << 30, f"{peak / 2**30:.1f} GiB"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["bomb.npz"]
+
+
+@pytest.mark.parametrize("name", ["m.npz", "h.avatar"])
+def test_a_named_pipe_as_input_is_refused_rather_than_waited_on(inputs, tmp_path, name):
+    """A FIFO that nothing writes to blocked the reader forever; a pipe that has its writer
+    (a shell's ``<(...)``, ``/dev/fd/N``) is still read."""
+    os.mkfifo(tmp_path / name)
+    args = ("animate", str(inputs / "head.avatar"), str(tmp_path / name)) if name.endswith(".npz") else ("info", str(tmp_path / name))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    command = [sys.executable, "-m", "avatarcli", *args, *(("-o", str(tmp_path / "a.gif")) if name.endswith(".npz") else ())]
+    r = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and "is a named pipe" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    with open(inputs / "head.avatar", "rb") as fh:
+        r = subprocess.run([sys.executable, "-m", "avatarcli", "info", f"/dev/fd/{fh.fileno()}", "--json"], pass_fds=(fh.fileno(),),
+                           capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    assert r.returncode == 0 and json.loads(r.stdout)["kind"] == "head", r.stderr
+
+
+def test_outputs_that_looked_wrong_but_are_fine_are_written(inputs, tmp_path):
+    """A folder for ``export --sequence`` may have a dot in its name; a name of 250 bytes,
+    which fits, is written (its temporary name is shorter than it would be)."""
+    r = run_cli("export", str(inputs / "head.avatar"), "--motion", str(inputs / "talk.npz"), "--sequence", "-o", str(tmp_path / "head.seq"))
+    assert r.code == 0, r.stderr
+    assert (tmp_path / "head.seq" / "frame_0000.ply").is_file()
+    long = tmp_path / ("a" * 243 + ".avatar")
+    r = run_cli("init", "-k", "1", "-o", str(long))
+    assert r.code == 0, r.stderr
+    assert avatar_file.load(long).kind == "head"
+    r = run_cli("export", str(inputs / "head.avatar"), "--motion", "talk", "--sequence", "-o", str(tmp_path / "x.ply"))
+    assert r.code == 2 and "names a .ply file: name a folder" in r.stderr, r.stderr
 
 
 def test_refusals_found_by_trying_the_commands(inputs, tmp_path):

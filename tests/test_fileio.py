@@ -184,3 +184,66 @@ def test_an_interruption_inside_a_held_step_comes_at_its_end():
                     steps.append(1)
                 steps.append("end")
     assert steps[-1] == "end" and caught.value.signum == signal.SIGTERM
+
+
+def test_an_output_that_is_an_input_is_refused_by_any_name(tmp_path):
+    source = tmp_path / "head.avatar"
+    source.write_bytes(b"the input")
+    (tmp_path / "soft.avatar").symlink_to(source)
+    os.link(source, tmp_path / "hard.avatar")
+    for output in (source, tmp_path / "soft.avatar", tmp_path / "hard.avatar", tmp_path / "." / "head.avatar"):
+        with pytest.raises(AvatarError, match="the output is the input"):
+            check_output(output, inputs=[source])
+    (tmp_path / "other.avatar").write_bytes(b"the input")  # the same bytes, another file
+    check_output(tmp_path / "other.avatar", inputs=[source, "-", None, tmp_path / "missing.npz"])
+    check_output(tmp_path / "new.avatar", inputs=[source])
+    assert source.read_bytes() == b"the input"
+
+
+def test_names_too_long_are_refused_and_temporary_names_fit(tmp_path):
+    with pytest.raises(AvatarError, match="is 256 bytes long"):
+        check_output(tmp_path / ("x" * 256))
+    name = "é" * 120 + ".png"  # 244 bytes: fits, but ".NAME.XXXXXXXX.partial.png" would not
+    check_output(tmp_path / name)
+    with atomic_path(tmp_path / name) as tmp:
+        assert len(os.fsencode(tmp.name)) <= 255
+        tmp.write_bytes(b"png")
+    with atomic_folder(tmp_path / ("f" * 250)) as tmp:
+        (tmp / "a.txt").write_text("a")
+    assert sorted(len(os.fsencode(p.name)) for p in tmp_path.iterdir()) == [244, 250]
+
+
+def test_a_safetensors_stream_is_read_from_its_header(monkeypatch, tmp_path):
+    from safetensors.numpy import save
+
+    data = save({"a": np.arange(4, dtype=np.float32)}, metadata={"avatarcli": '{"format": "x", "step": 3}'})
+    for stream, message in ((b"\0" * 64, "standard input is not an avatar file"), (data[:-3], "truncated"), (b"", "no avatar file")):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stream)))
+        with pytest.raises(AvatarError, match=message):
+            fileio.read_safetensors("-", "avatar file", 1 << 20)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data + b"more")))
+    assert fileio.read_safetensors("-", "avatar file", 1 << 20) == data  # only what the header declares
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    with pytest.raises(AvatarError, match="declares"):
+        fileio.read_safetensors("-", "avatar file", len(data) - 1)
+    (tmp_path / "c.ckpt").write_bytes(data)
+    assert fileio.safetensors_metadata(tmp_path / "c.ckpt") == {"format": "x", "step": 3}
+    (tmp_path / "c.ckpt").write_bytes(b"mine\n")
+    assert fileio.safetensors_metadata(tmp_path / "c.ckpt") is None
+
+
+def test_npz_arrays_are_checked_from_their_headers_before_they_are_unpacked(tmp_path):
+    buf = io.BytesIO()
+    np.savez_compressed(buf, a=np.zeros((5000, 2)), b=np.ones(3))
+    seen = []
+
+    def check(key, shape, dtype):
+        seen.append((key, shape, str(dtype)))
+        if shape[0] > 1000:
+            raise AvatarError(f"{key} is too long")
+
+    with pytest.raises(AvatarError, match="a is too long"):
+        npz_arrays(buf.getvalue(), "m.npz", check=check)
+    assert seen == [("a", (5000, 2), "float64")]
+    np.save(tmp_path / "m.npy", np.zeros((3, 2), np.float32))
+    assert read_arrays(tmp_path / "m.npy", check=check).shape == (3, 2) and seen[-1] == ("", (3, 2), "float32")

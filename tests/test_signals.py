@@ -3,6 +3,7 @@ no half-written file; SIGTERM unwinds like Ctrl-C does."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -10,7 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save as st_save
 
+from avatarcli.generate import checkpoint
 from avatarcli.model import avatar_file
 from avatarcli.signals import Interrupted, interrupts_raise
 
@@ -96,11 +99,40 @@ def test_ctrl_c_before_the_first_step_does_not_claim_an_old_checkpoint(tmp_path,
 
     patch_api(monkeypatch, "load_template", interrupted_while_loading)
     old = tmp_path / "g.ckpt"
-    old.write_bytes(b"an earlier run's checkpoint")
+    earlier = st_save({"x": torch.zeros(1)}, metadata={"avatarcli": json.dumps({"format": checkpoint.FORMAT, "step": 2})})
+    old.write_bytes(earlier)
     r = run_cli("generate", "x", "--guidance", "tiny", "--steps", "5", "-o", str(tmp_path / "g.avatar"))
     assert r.code == 130, r.stderr
     assert "nothing was saved" in r.stderr and "--resume" not in r.stderr, r.stderr
-    assert old.read_bytes() == b"an earlier run's checkpoint"
+    assert old.read_bytes() == earlier
+
+
+def test_ctrl_c_leaves_the_users_avatar_at_the_output_as_it_was(small_head, tmp_path, monkeypatch):
+    """``cp head.avatar mine.avatar; avatar generate ... -o mine.avatar``, Ctrl-C after the
+    first checkpoint: exit 130 and mine.avatar as it was (the first checkpoint used to remove
+    it); the resumed run, once finished, replaces it."""
+    from avatarcli.generate.trainer import Trainer
+
+    step, armed = Trainer.train_step, [True]
+
+    def step_then_ctrl_c(self):
+        report = step(self)
+        if armed[0] and self.step == 2:
+            armed[0] = False
+            os.kill(os.getpid(), signal.SIGINT)
+        return report
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_ctrl_c)
+    mine = tmp_path / "mine.avatar"
+    mine.write_bytes(small_head.read_bytes())
+    args = ("generate", "x", "--guidance", "tiny", "--steps", "4", "--batch", "1", "--resolution", "32", "-k", "1",
+            "--checkpoint-every", "1", "-o", str(mine))  # fmt: skip
+    r = run_cli(*args)
+    assert r.code == 130, r.stderr
+    assert mine.read_bytes() == small_head.read_bytes()
+    assert avatar_file.load(tmp_path / "mine.unfinished.avatar").meta["stage"] == "animate@3"
+    assert run_cli(*args, "--resume").code == 0
+    assert avatar_file.load(mine).meta["stage"] == "generated" and not (tmp_path / "mine.unfinished.avatar").exists()
 
 
 def test_resume_keeps_the_commands_of_the_interrupted_run(tmp_path, monkeypatch):

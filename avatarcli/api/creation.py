@@ -8,9 +8,18 @@ from typing import Any
 
 import torch
 
-from avatarcli.api.inputs import AvatarInput, check_finite, check_kind, check_points_per_triangle, check_seed, load_avatar, save_avatar
+from avatarcli.api.inputs import (
+    AvatarInput,
+    check_avatar_output,
+    check_finite,
+    check_kind,
+    check_points_per_triangle,
+    check_seed,
+    load_avatar,
+    paths,
+    save_avatar,
+)
 from avatarcli.errors import AvatarError
-from avatarcli.fileio import check_output
 from avatarcli.formats.ply import read_ply
 from avatarcli.model.avatar import Avatar
 from avatarcli.model.initialize import init_avatar
@@ -35,7 +44,7 @@ def init(
     check_points_per_triangle(points_per_triangle)
     check_seed(seed)
     if output is not None:
-        check_output(output)
+        check_avatar_output(output, paths(template))
     avatar = init_avatar(load_template(model, template), points_per_triangle, seed)
     save_avatar(avatar, output, history)
     return avatar
@@ -67,7 +76,7 @@ def rig(
     if max_distance is not None and max_distance <= 0:
         raise AvatarError(f"the far distance must be positive (got {max_distance})")
     if output is not None:
-        check_output(output)
+        check_avatar_output(output, paths(source, template))
     kwargs: dict[str, Any] = {"max_distance": max_distance, "drop_far": drop_far, "smooth": smooth}
     if not isinstance(source, Avatar) and str(source).lower().endswith(".ply"):
         if model is None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from avatarcli.api.inputs import AvatarInput, MotionInput, load_avatar, load_motion
+from avatarcli.api.inputs import AvatarInput, MotionInput, load_avatar, load_motion, paths
 from avatarcli.devices import resolve_device
 from avatarcli.errors import AvatarError
 from avatarcli.fileio import atomic_folder, check_output
@@ -29,6 +29,7 @@ def export_format(output: str | Path, fmt: str | None = None) -> str:
     implies another format than ``fmt`` is refused (the file would mislead every tool)."""
     if fmt is not None and fmt not in EXPORT_FORMATS:
         raise AvatarError(f"unknown export format {fmt!r}: choose {', '.join(EXPORT_FORMATS)}")
+    _check_not_our_own(output, "an export")
     implied = _implied_format(output)
     if fmt is not None:
         if implied is not None and CONTAINERS[implied] != CONTAINERS[fmt]:
@@ -40,6 +41,17 @@ def export_format(output: str | Path, fmt: str | None = None) -> str:
             f"cannot tell the export format of {output}: use .ply, .compressed.ply, .splat, .glb, .splat.glb or .html (or name the format)"
         )
     return implied
+
+
+OWN_SUFFIXES = {".avatar": "an avatar", ".ckpt": "a checkpoint"}  # the files avatarcli itself reads by their names
+
+
+def _check_not_our_own(output: str | Path, what: str) -> None:
+    """Refuse an output named like a file avatarcli reads as its own (an export named .avatar
+    would be taken for an avatar by every command)."""
+    for suffix, kind in OWN_SUFFIXES.items():
+        if str(output).lower().endswith(suffix):
+            raise AvatarError(f"{output} names {kind} file, which is not what {what} writes: choose another name")
 
 
 def _implied_format(output: str | Path) -> str | None:
@@ -92,13 +104,16 @@ def export(
         raise AvatarError(f"a frame does not apply to .{kind}: the whole motion plays in it")
     if sequence and motion is None:
         raise AvatarError("a sequence needs a motion")
-    if sequence and Path(output).suffix:
-        raise AvatarError(f"a sequence is a folder of .ply files; {output} looks like a file name")
+    if sequence:
+        _check_not_our_own(output, "a sequence")
+        named = _implied_format(output)
+        if named is not None:
+            raise AvatarError(f"a sequence is a folder of .ply files, but {output} names a .{CONTAINERS[named]} file: name a folder")
     if str(output) == "-":
         raise AvatarError("exports cannot go to standard output: name a file")
     if motion_fps is not None:
         check_fps(motion_fps, "the motion frame rate")
-    check_output(output, "folder" if sequence else "file", force)
+    check_output(output, "folder" if sequence else "file", force, inputs=paths(avatar, motion, template))
     av = load_avatar(avatar)
     mot = load_motion(motion, av.kind, motion_fps) if motion is not None else None
     tpl = load_template(av.kind, template, resolve_device(device))

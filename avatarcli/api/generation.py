@@ -9,14 +9,15 @@ from typing import Any
 
 import torch
 
-from avatarcli.api.inputs import AvatarInput, check_finite, check_points_per_triangle, check_seed, load_avatar
+from avatarcli.api.inputs import AvatarInput, check_avatar_name, check_finite, check_points_per_triangle, check_seed, load_avatar, paths
 from avatarcli.devices import resolve_device
 from avatarcli.errors import AvatarError
-from avatarcli.fileio import check_output
+from avatarcli.fileio import PathInput
 from avatarcli.generate import distributed
-from avatarcli.generate.checkpoint import checkpoint_path, unfinished_path
-from avatarcli.generate.config import GenerateConfig, recipe
-from avatarcli.generate.guidance.scores import SCORES
+from avatarcli.generate.checkpoint import checkpoint_path
+from avatarcli.generate.config import STAGES, GenerateConfig, recipe
+from avatarcli.generate.guidance.scores import DEFAULT_SCORE, SCORES
+from avatarcli.generate.run_files import check_run_files, previews_path
 from avatarcli.generate.trainer import StepReport, Trainer
 from avatarcli.model import avatar_file
 from avatarcli.model.avatar import Avatar, history_entry
@@ -24,6 +25,7 @@ from avatarcli.model.initialize import init_avatar
 from avatarcli.templates.loading import load_template
 
 LEARNING_RATES = ("position", "scale", "rotation", "color", "opacity", "shape")
+MAX_RESOLUTION = 2048  # pixels a side of a training render (the recipes train at 1024)
 
 
 @dataclass
@@ -88,6 +90,12 @@ class GenerateResult:
     guidance: str
 
 
+def default_output(prompt: str) -> str:
+    """The output named after the prompt: its words, lower case, joined by -, then .avatar."""
+    keep = "".join(c.lower() if c.isalnum() else "-" for c in prompt.strip())
+    return ("-".join(filter(None, keep.split("-")))[:48] or "avatar") + ".avatar"
+
+
 def _generate_config(prompt: str, o: GenerateOptions) -> GenerateConfig:
     """The recipe for ``o.model`` with the options applied, validated."""
     cfg = recipe(o.model, prompt, stages=o.stages, steps=o.steps, batch=o.batch, resolution=o.resolution, seed=o.seed,
@@ -98,16 +106,35 @@ def _generate_config(prompt: str, o: GenerateOptions) -> GenerateConfig:
     return cfg.validate()
 
 
-def check_generate_inputs(prompt: str, output: str | Path, options: GenerateOptions, resume: bool) -> GenerateConfig:
+def check_generate_inputs(
+    prompt: str,
+    output: str | Path,
+    options: GenerateOptions,
+    resume: bool,
+    *,
+    inputs: tuple[PathInput, ...] = (),
+    force: bool = False,
+) -> GenerateConfig:
     """Every check that can be made before loading anything; returns the run's configuration
-    (the recipe for the model kind with the options applied, which checks its own settings)."""
+    (the recipe for the model kind with the options applied, which checks its own settings).
+
+    Args:
+        inputs: the files the run reads (the ``--from`` avatar, a template): none of the
+            run's files may be one of them.
+        force: replace files beside the output that no run wrote (see
+            :func:`~avatarcli.generate.run_files.check_run_files`).
+    """
     o = options
     unknown = sorted(set(o.learning_rates) - set(LEARNING_RATES))
     if unknown:
         raise AvatarError(f"unknown learning rate {unknown[0]!r}: choose {', '.join(LEARNING_RATES)}")
     for name, value in o.learning_rates.items():
         check_finite(f"the {name} learning rate", value, low=0.0)
+    if o.stages is not None and (not o.stages or not all(o.stages)):
+        raise AvatarError(f"no stage named: give one or more of {', '.join(STAGES)}, separated by commas")
     cfg = _generate_config(prompt, o)
+    if cfg.resolution > MAX_RESOLUTION:
+        raise AvatarError(f"the resolution must be at most {MAX_RESOLUTION} pixels (got {cfg.resolution})")
     if o.guidance not in ("diffusion", "tiny"):
         raise AvatarError(f"unknown guidance {o.guidance!r}: choose diffusion or tiny")
     if o.score is not None and o.score not in SCORES:
@@ -121,6 +148,7 @@ def check_generate_inputs(prompt: str, output: str | Path, options: GenerateOpti
         raise AvatarError(f"{output}: names ending .unfinished.avatar are where runs keep their avatar so far; choose another")
     if Path(output).suffix == ".ckpt":
         raise AvatarError(f"{output}: the checkpoint beside the output would have the same name; name the avatar .avatar")
+    check_avatar_name(output)
     check_finite("the guidance scale", o.cfg_scale)
     if o.checkpoint_every < 0 or o.preview_every < 0:
         raise AvatarError("checkpoint and preview intervals must be 0 (off) or positive")
@@ -130,11 +158,7 @@ def check_generate_inputs(prompt: str, output: str | Path, options: GenerateOpti
     if cfg.batch % o.gpus:
         raise AvatarError(f"the batch ({cfg.batch} views) must divide evenly over {o.gpus} GPUs")
     check_seed(o.seed)
-    check_output(output)
-    check_output(checkpoint_path(output))
-    check_output(unfinished_path(output))
-    if o.preview_every:
-        check_output(Path(output).with_suffix(".previews"), "folder", force=True)  # a resumed run adds to its previews
+    check_run_files(output, previews=bool(o.preview_every), force=force, inputs=(*inputs, o.template))
     if resume and not checkpoint_path(output).exists():
         raise AvatarError(f"cannot resume: there is no checkpoint {checkpoint_path(output)}")
     return cfg
@@ -150,6 +174,7 @@ def generate(
     on_step: Callable[[StepReport], None] | None = None,
     on_phase: Callable[[str], None] | None = None,
     history: str | None = None,
+    force: bool = False,
 ) -> GenerateResult:
     """Train an avatar towards ``prompt`` and write it to ``output`` (checkpoint beside it).
 
@@ -163,9 +188,12 @@ def generate(
         on_step: called after every step.
         on_phase: called with a short description when a slow phase starts (loading,
             compiling), so a progress display can say why nothing moves.
+        force: replace files beside the output that no run wrote: a ``NAME.ckpt`` or
+            ``NAME.unfinished.avatar`` of the user's (``NAME.avatar`` is always replaced when
+            the run finishes, never before).
     """
     o = options or GenerateOptions()
-    cfg = check_generate_inputs(prompt, output, o, resume)
+    cfg = check_generate_inputs(prompt, output, o, resume, inputs=paths(source), force=force)
     start = load_avatar(source) if source is not None else None
     if start is not None and start.kind != o.model:
         raise AvatarError(f"the starting avatar is a {start.kind} avatar but the model kind is {o.model}")
@@ -197,7 +225,7 @@ def _generate(
     if start is None:
         start = init_avatar(tpl, o.points_per_triangle, o.seed)
     gcfg = GuidanceConfig(
-        score=o.score or ("nfsd" if o.model == "head" else "asd"), guidance_scale=o.cfg_scale,
+        score=o.score or DEFAULT_SCORE[o.model], guidance_scale=o.cfg_scale,
         negative_prompt=o.negative_prompt or NEGATIVE_PROMPT, timesteps=cfg.timesteps, low_memory=o.low_memory,
     )  # fmt: skip
     phase("loading the diffusion networks")
@@ -215,7 +243,7 @@ def _generate(
     if o.compile:
         compile_cache()
         guide.compile()
-    previews = out.with_suffix(".previews") if o.preview_every else None
+    previews = previews_path(out) if o.preview_every else None
     trainer = Trainer(start, tpl, guide, cfg, group)
     if history:
         trainer.meta.setdefault("history", []).append(history_entry(history))
@@ -320,7 +348,7 @@ def _generate_spawned(
     if failure is not None:
         raise AvatarError(failure) if not failure.startswith("Traceback") else RuntimeError(failure)
     avatar = avatar_file.load(out)
-    previews = out.with_suffix(".previews") if o.preview_every else None
+    previews = previews_path(out) if o.preview_every else None
     return GenerateResult(avatar, out, checkpoint_path(out), previews, str(avatar.meta.get("guidance", "")))
 
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import torch
+
 from avatarcli.errors import AvatarError
+from avatarcli.fileio import STDIO, PathInput, check_output
 from avatarcli.model import avatar_file
 from avatarcli.model.avatar import Avatar
 from avatarcli.motion.builtin import BUILTINS, builtin_motion, find_builtin
@@ -20,6 +23,67 @@ MAX_SEED = 2**63 - 1
 MAX_PIXELS = 1 << 26  # pixels rendered at once (64 views of 1024 x 1024): bounds render's views, animate's batch
 MAX_BATCH = 256
 MAX_POINTS_PER_TRIANGLE = 100  # about 2 million Gaussians on the body, 1.2 million on the head
+MAX_SIDE = 4096  # pixels a side of a rendered image or video frame
+AVATAR_SUFFIX = ".avatar"
+
+
+def paths(*items: object) -> tuple[PathInput, ...]:
+    """The file names among a command's inputs (an avatar or a motion given as an object is no file)."""
+    return tuple(i for i in items if isinstance(i, (str, Path)))
+
+
+def check_avatar_name(output: str | Path) -> None:
+    """An avatar is written to ``NAME.avatar`` (or ``-``, stdout): any other name would pass
+    it off as another kind of file."""
+    if str(output) != STDIO and not str(output).lower().endswith(AVATAR_SUFFIX):
+        raise AvatarError(f"{output}: an avatar is written as a {AVATAR_SUFFIX} file; name the output NAME{AVATAR_SUFFIX}")
+
+
+def check_avatar_output(output: str | Path, inputs: tuple[PathInput, ...] = ()) -> None:
+    """:func:`~avatarcli.fileio.check_output` for an avatar, which must be named ``.avatar``."""
+    check_output(output, inputs=inputs)
+    check_avatar_name(output)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'512' or 'WxH' -> (width, height) (the range is checked by :func:`check_frame_size`)."""
+    try:
+        if "x" in text.lower():
+            w, h = (int(v) for v in text.lower().split("x"))
+        else:
+            w = h = int(text)
+    except ValueError:
+        raise AvatarError(f"cannot read size {text!r}: use N or WxH, e.g. 512 or 1024x768") from None
+    return w, h
+
+
+def parse_color(text: str) -> torch.Tensor:
+    """'white', 'black', 'gray', '#rrggbb' or 'r,g,b' (0-1 floats) -> (3,) tensor."""
+    names = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "gray": (0.5, 0.5, 0.5), "grey": (0.5, 0.5, 0.5)}
+    t = text.strip().lower()
+    if t in names:
+        return torch.tensor(names[t])
+    if t.startswith("#") and len(t) == 7:
+        try:
+            return torch.tensor([int(t[i : i + 2], 16) / 255.0 for i in (1, 3, 5)])
+        except ValueError:
+            pass
+    parts = t.split(",")
+    if len(parts) == 3:
+        try:
+            vals = [float(p) for p in parts]
+        except ValueError:
+            vals = []
+        if vals and all(0.0 <= v <= 1.0 for v in vals):
+            return torch.tensor(vals)
+    raise AvatarError(f"cannot read colour {text!r}: use white, black, gray, #rrggbb or r,g,b in 0-1")
+
+
+def check_frame_size(size: tuple[int, int]) -> None:
+    """Width and height of rendered images: 8 to MAX_SIDE pixels each."""
+    w, h = size
+    if not (8 <= w <= MAX_SIDE and 8 <= h <= MAX_SIDE):
+        raise AvatarError(f"size {w}x{h} is out of range: 8 to {MAX_SIDE} pixels a side")
 
 
 def check_kind(kind: str | None, what: str = "model kind") -> None:
@@ -48,6 +112,18 @@ def check_points_per_triangle(k: int) -> None:
     if not 1 <= k <= MAX_POINTS_PER_TRIANGLE:
         most = MAX_POINTS_PER_TRIANGLE
         raise AvatarError(f"points per triangle must be 1 to {most} (got {k}); more Gaussians than that would not fit in memory")
+
+
+MOTION_SUFFIXES = (".npz", ".npy", ".pkl", ".pickle")
+
+
+def check_order(avatar: AvatarInput, motion: MotionInput) -> None:
+    """Refuse a motion given where the avatar goes and an avatar where the motion goes."""
+    if not isinstance(avatar, (str, Path)) or not isinstance(motion, (str, Path)):
+        return
+    builtin = any(str(avatar) in group for group in BUILTINS.values()) and not Path(avatar).exists()
+    if str(motion).lower().endswith(AVATAR_SUFFIX) and (Path(avatar).suffix.lower() in MOTION_SUFFIXES or builtin):
+        raise AvatarError(f"the arguments look swapped: {avatar} is a motion and {motion} an avatar; give the avatar, then the motion")
 
 
 def load_avatar(avatar: AvatarInput) -> Avatar:

@@ -8,7 +8,7 @@ from typing import Any
 from avatarcli.api.inputs import check_finite, check_kind
 from avatarcli.errors import AvatarError
 from avatarcli.fileio import check_output
-from avatarcli.motion.builtin import BUILTINS, builtin_motion
+from avatarcli.motion.builtin import BUILTINS, builtin_motion, find_builtin
 from avatarcli.motion.motion import Motion, check_fps
 from avatarcli.motion.readers import write_motion
 
@@ -26,6 +26,9 @@ def motion(
     check_kind(model)
     check_finite("the length", seconds)
     check_fps(fps)
+    spec = find_builtin(name, model)
+    if spec is not None and model is not None and spec.kind != model:
+        raise AvatarError(f"{name} is a {spec.kind} motion, not a {model} one; the {model} motions are {', '.join(BUILTINS[model])}")
     if output is not None:
         if not str(output).lower().endswith(".npz"):
             raise AvatarError(f"motions are written as .npz (got {output})")

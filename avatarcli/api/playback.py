@@ -10,10 +10,21 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from avatarcli.api.inputs import MAX_BATCH, MAX_PIXELS, AvatarInput, MotionInput, check_finite, load_avatar, load_motion
+from avatarcli.api.inputs import (
+    MAX_BATCH,
+    MAX_PIXELS,
+    AvatarInput,
+    MotionInput,
+    check_finite,
+    check_frame_size,
+    check_order,
+    load_avatar,
+    load_motion,
+    paths,
+)
 from avatarcli.devices import resolve_device
 from avatarcli.errors import AvatarError
-from avatarcli.fileio import check_output
+from avatarcli.fileio import PathInput, check_output
 from avatarcli.formats.frames import FrameWriter, grid, output_kind, write_png, write_png_folder
 from avatarcli.motion.motion import Motion, check_fps
 from avatarcli.render.clip import AnimateOptions, FramePlan, expression_notice, plan_frames, render_frames
@@ -30,11 +41,20 @@ class AnimateResult:
     motion: Motion
 
 
-def check_animate_inputs(output: str | Path, options: AnimateOptions, *, motion_fps: float | None = None, force: bool = False) -> None:
+def check_animate_inputs(
+    output: str | Path,
+    options: AnimateOptions,
+    *,
+    motion_fps: float | None = None,
+    force: bool = False,
+    inputs: tuple[PathInput, ...] = (),
+) -> None:
     """Every check that can be made before reading the avatar and the motion (the clip's
-    length, frame rate times duration, is bounded when the motion is resampled)."""
+    length, frame rate times duration, is bounded when the motion is resampled); ``inputs``
+    are the files the command reads, which the output may not be."""
     o = options
-    check_output(output, "folder" if output_kind(output) == "folder" else "file", force)
+    check_frame_size(o.size)
+    check_output(output, "folder" if output_kind(output) == "folder" else "file", force, inputs=inputs)
     if o.fps is not None:
         check_fps(o.fps)
     if motion_fps is not None:
@@ -73,7 +93,8 @@ def animate(
             names are replaced; others are kept).
     """
     o = options or AnimateOptions()
-    check_animate_inputs(output, o, motion_fps=motion_fps, force=force)
+    check_order(avatar, motion)
+    check_animate_inputs(output, o, motion_fps=motion_fps, force=force, inputs=paths(avatar, motion, template))
     dev = resolve_device(device)
     av = load_avatar(avatar)
     mot = load_motion(motion, av.kind, motion_fps)
@@ -112,6 +133,7 @@ def render(
     files of the same names)."""
     if views < 1:
         raise AvatarError(f"at least one view is needed (got {views})")
+    check_frame_size(size)
     if views * size[0] * size[1] > MAX_PIXELS:
         raise AvatarError(f"{views} views of {size[0]}x{size[1]} exceed the {MAX_PIXELS:,} pixels drawn at once: ask for fewer or smaller")
     check_finite("the elevation", elevation, -90.0, 90.0)
@@ -120,7 +142,7 @@ def render(
         raise AvatarError("views cannot go to standard output: name a .png or a folder")
     if out.suffix and out.suffix.lower() != ".png":
         raise AvatarError(f"cannot write views to {output}: name a .png (views side by side) or a folder")
-    check_output(output, "file" if out.suffix else "folder", force)
+    check_output(output, "file" if out.suffix else "folder", force, inputs=paths(avatar, template))
     dev = resolve_device(device)
     av = load_avatar(avatar)
     tpl = load_template(av.kind, template, dev)

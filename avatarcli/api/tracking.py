@@ -56,7 +56,7 @@ def track(
     if output is not None:
         if str(output) == "-" or not str(output).lower().endswith(".npz"):
             raise AvatarError(f"motions are written as .npz files (got {output})")
-        check_output(output)
+        check_output(output, inputs=(video, template))
     info = probe_video(video)
     span_seconds(info, s)
     load_mediapipe()  # says how to install it before a template is built

@@ -66,16 +66,25 @@ _PLY_TYPE_BYTES = {
 _F_REST = re.compile(r"f_rest_(0|[1-9][0-9]*)")
 
 
+MAX_PLY_HEADER = 1 << 20  # the longest .ply header read: 1 MiB (3DGS headers are a few KiB)
+
+
 def _check_declared_counts(path: Path, size: int) -> None:
     """Refuse a header whose element counts need more bytes than the file holds (before the
-    reader allocates arrays of those counts). Each row takes at least its scalar sizes in a
-    binary file, two characters a value in an ASCII one, and one byte in any case."""
+    reader allocates arrays of those counts), or that does not end within MAX_PLY_HEADER.
+    Each row takes at least its scalar sizes in a binary file, two characters a value in an
+    ASCII one, and one byte in any case."""
     with open(path, "rb") as fh:
-        head = fh.read(1 << 16)
+        head = fh.read(MAX_PLY_HEADER + 1)
+    if not head.startswith(b"ply"):
+        return  # the reader refuses it
     end = head.find(b"end_header")
     newline = head.find(b"\n", end)
-    if end < 0 or newline < 0:
-        return  # the reader refuses it
+    ended = end >= 0 and 0 <= newline <= MAX_PLY_HEADER
+    if not ended and len(head) > MAX_PLY_HEADER:
+        raise AvatarError(f"{path.name}: its header does not end (end_header) within {size_text(MAX_PLY_HEADER)}, the most read")
+    if not ended:
+        return  # a short file without end_header: the reader refuses it
     binary = b"format binary" in head[:end]
     elements: list[tuple[str, int, int]] = []  # name, count, bytes a row takes at least
     for line in head[:end].decode("latin-1").splitlines():

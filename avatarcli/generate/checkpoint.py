@@ -3,7 +3,8 @@
 Tensors: ``param.*`` (Gaussians and binding), ``betas``, ``residual.*`` (the residual
 skinning network), ``opt.<group>.<param>.<slot>`` and ``opt_extra.*`` (Adam moments and step
 counts), ``densify.*`` (the densification statistics), ``source.*`` (what trains beside the avatar:
-a video's per-frame pose corrections) and ``rng.*`` (generator states).
+a video's per-frame pose corrections) and ``rng.*`` (generator states: the run's own, torch's
+and, on CUDA, the device's).
 ``__metadata__`` holds the step, the stage and the full configuration as JSON. A checkpoint
 is taken between steps, so a run resumed from it continues exactly as it would have.
 """
@@ -108,6 +109,8 @@ def write_checkpoint(path: Path, trainer: Trainer) -> None:
     tensors.update({f"source.{k}": v for k, v in trainer.source.state().items()})
     tensors["rng.generator"] = trainer.gen.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
+    if trainer.device.type == "cuda":  # gsplat's splits draw from the device's own generator
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(trainer.device)
     meta = {
         "step": trainer.step,
         "stage_index": trainer.stage_index,
@@ -164,6 +167,8 @@ def _restore(path: Path, tensors: dict[str, Tensor], meta: dict[str, Any], train
         trainer.densifier.state = {"grad2d": tensors["densify.grad2d"].to(device), "count": tensors["densify.count"].to(device)}
     trainer.gen.set_state(tensors["rng.generator"])
     torch.set_rng_state(tensors["rng.torch"])
+    if device.type == "cuda" and "rng.cuda" in tensors:
+        torch.cuda.set_rng_state(tensors["rng.cuda"], device)
     trainer.meta["history"] = _history(meta.get("avatar_meta"), trainer.meta.get("history"))
 
 

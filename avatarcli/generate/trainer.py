@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from avatarcli.devices import to_device
+from avatarcli.devices import repeatable, to_device
 from avatarcli.errors import AvatarError
 from avatarcli.generate import losses, stages
 from avatarcli.generate.checkpoint import checkpoint_path, restore_checkpoint, unfinished_path, write_checkpoint
@@ -152,6 +152,11 @@ class Trainer:
 
     # -- one step ------------------------------------------------------------------------
     def train_step(self) -> StepReport:
+        """One step of training; on the CPU it repeats exactly (see :func:`~avatarcli.devices.repeatable`)."""
+        with repeatable(self.device):
+            return self._step()
+
+    def _step(self) -> StepReport:
         cfg = self.cfg
         progress = self.step / self.total_steps
         # the whole step's random draws, made in every process alike; each keeps its share
@@ -306,9 +311,11 @@ class Trainer:
         configured (the first process only, when there are several). Ctrl-C or SIGTERM
         finishes the step under way, checkpoints, and raises
         :class:`~avatarcli.signals.Interrupted`; resuming from that checkpoint continues
-        exactly as an uninterrupted run would. Until the run ends, the avatar of the last
-        checkpoint is at :func:`~avatarcli.generate.checkpoint.unfinished_path` and nothing
-        is at ``output``; the finished run removes that file.
+        exactly as an uninterrupted run would, as does resuming from a periodic checkpoint
+        (a run that was killed). Until the run ends, the avatar of the last checkpoint is at
+        :func:`~avatarcli.generate.checkpoint.unfinished_path` and ``output`` is left as it
+        was (a user's earlier avatar there survives an interrupted run); the finished run
+        replaces ``output`` atomically and removes the unfinished avatar.
 
         ``finish`` is called after the last step, before the avatar is written (capture
         scores its held-out frames there and adds the scores to :attr:`record`); it may
@@ -388,13 +395,11 @@ class Trainer:
         return self.model.snapshot(meta)
 
     def save(self, output: str | Path) -> None:
-        """The checkpoint, and the avatar so far as ``NAME.unfinished.avatar`` (not at
-        ``output``, which only a finished run writes), both atomically. An avatar already at
-        ``output`` (an earlier run's, which this one replaces) is removed, so that it is not
-        taken for this run's."""
+        """The checkpoint, and the avatar so far as ``NAME.unfinished.avatar``, both atomically.
+        ``output`` is not touched: only a finished run replaces a file there (see
+        :mod:`~avatarcli.generate.run_files`)."""
         avatar_file.save(self.avatar(), unfinished_path(output))
         write_checkpoint(checkpoint_path(output), self)
-        Path(output).unlink(missing_ok=True)
 
     def restore(self, path: Path) -> None:
         """Continue from a checkpoint written by a run with the same prompt, kind and template."""

@@ -29,10 +29,11 @@ from safetensors.torch import save as st_save
 from torch import Tensor
 
 from avatarcli.errors import AvatarError
-from avatarcli.fileio import read_bytes, write_bytes
+from avatarcli.fileio import read_safetensors, write_bytes
 from avatarcli.model.avatar import Avatar
 from avatarcli.model.binding import Binding, ResidualWeights, SkinningBinding, TriangleBinding
 from avatarcli.model.gaussians import Gaussians
+from avatarcli.templates.skeletons import FLAME_JOINT_NAMES, SMPLX_JOINT_NAMES
 
 FORMAT = "avatarcli.avatar"
 VERSION = 1
@@ -109,6 +110,8 @@ MAX_TEMPLATE_SIZE = 10_000_000  # vertices or faces of a template
 MAX_JOINTS = 1000
 # the residual skinning network's settings: (low, high); its size follows from them
 RESIDUAL_LIMITS = {"frequencies": (0, 16), "width": (1, 1024)}
+# what each kind is made of: heads ride FLAME's triangles, bodies are skinned to SMPL-X's joints
+KIND_LAYOUT = {"head": ("triangle", len(FLAME_JOINT_NAMES), "FLAME"), "body": ("skinning", len(SMPLX_JOINT_NAMES), "SMPL-X")}
 
 
 def _is_int(value: Any) -> bool:
@@ -154,6 +157,12 @@ def check_meta(meta: Any, name: str = "input") -> None:
     _whole(template, "joints", f"{name}: template", 1, MAX_JOINTS)
     for key in ("name", "file", "sha256"):
         _of_type(template, key, f"{name}: template", str, "text")
+    binding, joints, layout = KIND_LAYOUT[meta["kind"]]
+    if meta["binding"] != binding or template["joints"] != joints:
+        raise AvatarError(
+            f"{name}: its metadata says {meta['kind']}, but a {meta['kind']} has a {binding} binding and the {joints} joints of {layout}"
+            f" (this one: a {meta['binding']} binding, {template['joints']} joints)"
+        )
     for key in ("stage", "prompt", "guidance"):
         _of_type(meta, key, name, str, "text")
     _of_type(meta, "seed", name, int, "a whole number")
@@ -270,4 +279,4 @@ MAX_AVATAR_BYTES = 4 << 30  # the largest .avatar file read: 4 GiB (some 15 mill
 def load(path: str | Path) -> Avatar:
     """Read and validate an avatar file (``-`` for stdin)."""
     name = "standard input" if str(path) == "-" else str(path)
-    return from_bytes(read_bytes(path, "avatar file", MAX_AVATAR_BYTES), name)
+    return from_bytes(read_safetensors(path, "avatar file", MAX_AVATAR_BYTES), name)

@@ -251,7 +251,7 @@ def find_builtin(name: str, kind: str | None = None) -> Builtin | None:
         return BUILTINS[kind][name]
     matches = [b[name] for b in BUILTINS.values() if name in b]
     if len(matches) > 1:
-        raise AvatarError(f"both heads and bodies have a built-in motion {name!r}: say which model kind")
+        raise AvatarError(f"both heads and bodies have a built-in motion {name!r}: say which with --model head or --model body")
     return matches[0] if matches else None
 
 

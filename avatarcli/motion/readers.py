@@ -26,12 +26,12 @@ from torch import Tensor
 
 from avatarcli.errors import AvatarError
 from avatarcli.fileio import read_arrays
-from avatarcli.motion.motion import Motion
+from avatarcli.motion.motion import MAX_FRAMES, Motion
 from avatarcli.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 
 CANONICAL = "avatarcli.motion"
 DEFAULT_FPS = 30.0
-MAX_MOTION_BYTES = 1 << 30  # the largest motion file read (and unpacked, for .npz): 1 GiB
+MAX_MOTION_BYTES = 512 << 20  # the largest motion file read (and unpacked, for .npz): 512 MiB
 # z-up to y-up: a -90 degree turn about x, (x, y, z) -> (x, z, -y)
 Z_UP_TO_Y_UP = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
 
@@ -237,6 +237,14 @@ def pickle_message(path: Path) -> str:
     )
 
 
+def _check_frames(name: str, key: str, shape: tuple[int, ...]) -> None:
+    """Refuse, from its header, an array with more rows than a clip may have frames (before
+    it is unpacked: a megabyte of .npz can hold a gigabyte of zeros)."""
+    if shape and shape[0] > MAX_FRAMES:
+        what = f"'{key}'" if key else "its array"
+        raise AvatarError(f"{name}: {what} has {shape[0]:,} frames; the most a clip may have is {MAX_FRAMES:,}")
+
+
 def read_motion(path: str | Path, fps: float | None = None) -> Motion:
     """Read a motion file (see the module docstring for formats); validated.
 
@@ -248,7 +256,7 @@ def read_motion(path: str | Path, fps: float | None = None) -> Motion:
     name = p.name
     if p.suffix.lower() in (".pkl", ".pickle", ".pt", ".pth"):
         raise AvatarError(pickle_message(p))
-    loaded = read_arrays(p, "motion file", MAX_MOTION_BYTES)
+    loaded = read_arrays(p, "motion file", MAX_MOTION_BYTES, check=lambda key, shape, dtype: _check_frames(name, key, shape))
     # numbers out of float32's range become inf (reported by validate), quietly
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")

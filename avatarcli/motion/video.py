@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from avatarcli.errors import AvatarError
+from avatarcli.fileio import check_input
 
 # frames per second above which a "video" is probably an image sequence read wrongly
 MAX_FPS = 1000.0
+MAX_VIDEO_BYTES = 64 << 30  # the largest video read: 64 GiB (clips are limited to 10 minutes anyway)
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ def probe_video(path: str | Path) -> VideoInfo:
         raise AvatarError(f"video {p} does not exist")
     if p.is_dir():
         raise AvatarError(f"{p} is a folder, not a video")
+    check_input(p, "video", limit=MAX_VIDEO_BYTES)  # a device, a named pipe
     try:
         meta, gen = _open(p)
     except (OSError, RuntimeError, StopIteration, ValueError, IndexError) as exc:

@@ -4,7 +4,9 @@
 and cached); ``load_template("body", "~/models/smplx")`` loads a user's licensed SMPL-X
 files. The environment variables ``AVATARCLI_HEAD_TEMPLATE`` and ``AVATARCLI_BODY_TEMPLATE``
 set a default path for each kind. A user's files are read for their arrays only (no code in
-a pickle runs) and copied, once, into the cache in the layout smplx reads.
+a pickle runs) and copied, once, into the cache. The cache holds plain arrays only and is
+read without unpickling (it may be shared, or writable by others): smplx reads files made
+from those arrays in a private temporary folder (``model_files.write_smplx_files``).
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from avatarcli.errors import AvatarError
 from avatarcli.templates.template import Kind, Template
 
 KINDS: tuple[Kind, ...] = ("head", "body")
-MANNEQUIN_VERSION = 1
-USER_COPY_VERSION = 1  # bump when the copies of users' files change layout
+MANNEQUIN_VERSION = 2  # 2: no pickles in the cache
+USER_COPY_VERSION = 2  # bump when the copies of users' files change layout
 FLAME_EMBEDDINGS = ("flame_static_embedding.pkl", "flame_dynamic_embedding.npy")
 ENV_PATH = {"head": "AVATARCLI_HEAD_TEMPLATE", "body": "AVATARCLI_BODY_TEMPLATE"}
 _LOADED: dict[tuple[str, str], Template] = {}
@@ -87,8 +89,10 @@ def builtin_root(kind: Kind) -> Path:
 
 
 def _model_file(root: Path, kind: Kind) -> Path:
-    """Where smplx finds the model in a folder this project wrote."""
-    return root / ("flame/FLAME_NEUTRAL.npz" if kind == "head" else "smplx/SMPLX_NEUTRAL.npz")
+    """The model file in a cached template's folder."""
+    from avatarcli.templates.model_files import MODEL_FILES
+
+    return root / MODEL_FILES[kind]
 
 
 def _cached_folder(root: Path, kind: Kind, build: Callable[[Path], None], notice: str | None = None) -> Path:
@@ -136,11 +140,12 @@ def _user_copy(kind: Kind, model_file: Path, model_sha256: str) -> Path:
         raise AvatarError(f"FLAME template {model_file.parent} lacks {', '.join(missing)} (landmark embeddings from the FLAME release)")
     digest = hashlib.sha256("".join([model_sha256, *(_sha256(p) for p in embeddings)]).encode()).hexdigest()[:16]
 
-    def read_dict(path: Path, data: object) -> dict:
+    def read_dict(path: Path, data: object) -> dict[str, np.ndarray]:
         arrays = safe_load.plain(data, str(path))
         if not isinstance(arrays, dict):
             raise AvatarError(f"{path}: expected a dictionary of arrays")
-        return arrays
+        # the arrays; nested tables (joint names to numbers) are nothing smplx reads
+        return {k: v for k, v in arrays.items() if isinstance(v, np.ndarray)}
 
     def build(folder: Path) -> None:
         raw = safe_load.load_npz(model_file) if model_file.suffix == ".npz" else safe_load.load_pickle(model_file)
@@ -187,18 +192,39 @@ def _find_model_file(kind: Kind, path: Path) -> Path:
     raise AvatarError(f"template folder {path} has no {' or '.join(names)}")
 
 
-def _load_smplx_model(kind: Kind, root: Path) -> torch.nn.Module:
-    """Load the model in a folder this project wrote (built-in, or a user's files copied)."""
+def _cached_arrays(root: Path, kind: Kind) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+    """The model's arrays in a cached template's folder (and a head's landmark embeddings),
+    read without unpickling: a file there that holds pickled data is refused."""
+    from avatarcli.fileio import npz_arrays, read_bytes
+    from avatarcli.templates.model_files import EMBEDDINGS
+    from avatarcli.templates.safe_load import MAX_FILE_BYTES
+
+    def read(path: Path) -> dict[str, np.ndarray]:
+        return npz_arrays(read_bytes(path, "template file", MAX_FILE_BYTES), str(path), MAX_FILE_BYTES)
+
+    model = _model_file(root, kind)
+    try:
+        return read(model), (read(model.parent / EMBEDDINGS) if kind == "head" else None)
+    except AvatarError as exc:
+        raise AvatarError(f"the template cache {root} is damaged ({exc}); remove that folder to have it made again") from exc
+
+
+def _load_smplx_model(kind: Kind, arrays: dict[str, np.ndarray], embeddings: dict[str, np.ndarray] | None) -> torch.nn.Module:
+    """An smplx model of ``arrays``, through files written for it in a private temporary folder."""
     import smplx
 
-    # smplx announces component counts with print(); keep stdout clean for `-o -`.
-    with contextlib.redirect_stdout(io.StringIO()):
-        if kind == "body":
-            return smplx.SMPLX(
-                str(_model_file(root, kind)), ext="npz", use_pca=False, flat_hand_mean=True, use_face_contour=True,
-                num_expression_coeffs=100, num_betas=10,
-            )  # fmt: skip
-        return smplx.FLAME(str(_model_file(root, kind).parent), ext="npz", use_face_contour=True, num_expression_coeffs=100, num_betas=10)
+    from avatarcli.templates.model_files import write_smplx_files
+
+    with tempfile.TemporaryDirectory(prefix="avatarcli-smplx-") as private:
+        path = write_smplx_files(Path(private), kind, arrays, embeddings)
+        # smplx announces component counts with print(); keep stdout clean for `-o -`.
+        with contextlib.redirect_stdout(io.StringIO()):
+            if kind == "body":
+                return smplx.SMPLX(
+                    str(path), ext="npz", use_pca=False, flat_hand_mean=True, use_face_contour=True, num_expression_coeffs=100,
+                    num_betas=10,
+                )  # fmt: skip
+            return smplx.FLAME(str(path.parent), ext="npz", use_face_contour=True, num_expression_coeffs=100, num_betas=10)
 
 
 def load_template(kind: str, path: str | Path | None = None, device: str | torch.device = "cpu") -> Template:
@@ -233,13 +259,13 @@ def load_template(kind: str, path: str | Path | None = None, device: str | torch
     try:
         if root is None:
             root = _user_copy(k, source, sha)
-        model = _load_smplx_model(k, root)
+        arrays, embeddings = _cached_arrays(root, k)
+        model = _load_smplx_model(k, arrays, embeddings)
     except AvatarError:
         raise
     except (OSError, KeyError, AttributeError, ValueError, IndexError, EOFError, AssertionError) as exc:
         raise AvatarError(f"cannot load {kind} template {source}: {exc}") from exc
-    with np.load(_model_file(root, k), allow_pickle=False) as data:
-        extras = {key_: data[key_] for key_ in data.files if key_.startswith("avatarcli_")}
+    extras = {key_: np.array(value) for key_, value in arrays.items() if key_.startswith("avatarcli_")}
     if k == "body" and "avatarcli_extra_joints_idxs" in extras:
         model.vertex_joint_selector.extra_joints_idxs = torch.as_tensor(extras["avatarcli_extra_joints_idxs"], dtype=torch.long)
     template = Template(k, model, name, source, sha, extras).to(device)

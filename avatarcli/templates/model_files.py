@@ -1,9 +1,14 @@
-"""Write template arrays in the official FLAME and SMPL-X file layouts that ``smplx`` loads.
+"""Template arrays in files: the cache's own layout, and the official FLAME and SMPL-X
+layouts that ``smplx`` loads.
 
-FLAME: ``FLAME_NEUTRAL.npz`` plus the two landmark embedding files smplx reads beside it
-(``flame_static_embedding.pkl``, ``flame_dynamic_embedding.npy``; smplx only reads these
-formats, which are pickles: they are written here and read by smplx; a user's own embedding
-files are read for their arrays only and written again here, see ``safe_load``). SMPL-X: ``smplx/SMPLX_NEUTRAL.npz``.
+The cache holds plain arrays only, nothing that is ever unpickled: FLAME as
+``flame/FLAME_NEUTRAL.npz`` and ``flame/flame_embeddings.npz`` (the landmark embeddings),
+SMPL-X as ``smplx/SMPLX_NEUTRAL.npz``. smplx never reads the cache: it reads the official
+layout, which for FLAME includes two pickles (``flame_static_embedding.pkl`` and
+``flame_dynamic_embedding.npy``, the only formats smplx reads them in), written by
+:func:`write_smplx_files` into a private temporary folder from arrays just read from the cache
+without unpickling (a cache can be shared, or written by others). A user's own files are
+read for their arrays only (``safe_load``) and copied into the cache in its layout.
 
 Keys beginning with ``avatarcli_`` are extras smplx ignores: the face-contour embedding
 drawn in the face condition and, for SMPL-X, the vertex ids of smplx's extra joints.
@@ -56,18 +61,6 @@ class TemplateArrays:
         }
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _npz_bytes(arrays: dict[str, np.ndarray], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.npz")
@@ -80,31 +73,54 @@ def _npz_bytes(arrays: dict[str, np.ndarray], path: Path) -> None:
         raise
 
 
+MODEL_FILES = {"head": "flame/FLAME_NEUTRAL.npz", "body": "smplx/SMPLX_NEUTRAL.npz"}  # under a cached template's folder
+EMBEDDINGS = "flame_embeddings.npz"  # beside a cached FLAME model: the landmark embeddings, as plain arrays
+_EMBEDDING_PARTS = ("static", "dynamic")
+
+
 def write_model(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """A model file smplx reads with ``ext="npz"`` (atomically; plain arrays only)."""
+    """A model file of the cache (atomically; plain arrays only)."""
     _npz_bytes(arrays, path)
 
 
 def write_flame_embeddings(folder: Path, static: dict[str, np.ndarray], dynamic: dict[str, np.ndarray]) -> None:
-    """The two landmark embedding files smplx reads beside a FLAME model. smplx only reads
-    them as pickles (a pickled dict, and a dict pickled inside a .npy): the dicts of arrays
-    given here are written by this project, never copied from a download."""
-    _atomic_bytes(folder / "flame_static_embedding.pkl", pickle.dumps(dict(static), protocol=2))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".dyn.", suffix=".npy")
-    os.close(fd)
-    try:
-        np.save(tmp, np.array(dict(dynamic), dtype=object), allow_pickle=True)
-        os.replace(tmp, folder / "flame_dynamic_embedding.npy")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """FLAME's two landmark embeddings (dicts of arrays) as one file of plain arrays beside
+    the cached model: ``static_<key>`` and ``dynamic_<key>``."""
+    arrays = {f"{part}_{k}": np.asarray(v) for part, d in zip(_EMBEDDING_PARTS, (static, dynamic), strict=True) for k, v in d.items()}
+    _npz_bytes(arrays, folder / EMBEDDINGS)
+
+
+def split_embeddings(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The static and dynamic embeddings of :func:`write_flame_embeddings`'s file, as dicts."""
+    static, dynamic = ({k[len(part) + 1 :]: v for k, v in arrays.items() if k.startswith(f"{part}_")} for part in _EMBEDDING_PARTS)
+    return static, dynamic
+
+
+def write_smplx_files(folder: Path, kind: str, model: dict[str, np.ndarray], embeddings: dict[str, np.ndarray] | None = None) -> Path:
+    """The files smplx reads for a template, written from plain arrays into ``folder`` (a
+    private temporary folder: smplx unpickles the FLAME embeddings, so what it reads is made
+    here, from arrays, just before it reads them); returns the model file.
+
+    Args:
+        kind: "head" (FLAME: the model, and the embeddings smplx reads as a pickled dict and
+            a dict pickled inside a .npy) or "body" (SMPL-X: the model).
+        embeddings: a head's, as :func:`write_flame_embeddings` stores them.
+    """
+    path = folder / MODEL_FILES[kind]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **model)  # uncompressed: written and read once, at once
+    if kind == "head":
+        static, dynamic = split_embeddings(embeddings or {})
+        (path.parent / "flame_static_embedding.pkl").write_bytes(pickle.dumps(static, protocol=2))
+        np.save(path.parent / "flame_dynamic_embedding.npy", np.array(dynamic, dtype=object), allow_pickle=True)
+    return path
 
 
 def write_flame(root: Path, arrays: TemplateArrays) -> Path:
-    """Write a FLAME-format template as ``root/flame/FLAME_NEUTRAL.npz`` (the layout
-    ``smplx.create(root, model_type="flame")`` reads) with its embeddings; returns the model file."""
-    folder = root / "flame"
-    model = folder / "FLAME_NEUTRAL.npz"
+    """Write a FLAME-format template into the cache folder ``root``: ``flame/FLAME_NEUTRAL.npz``
+    with its embeddings beside it; returns the model file."""
+    model = root / MODEL_FILES["head"]
+    folder = model.parent
     _npz_bytes(arrays.common_keys(), model)
     write_flame_embeddings(
         folder,
@@ -115,13 +131,13 @@ def write_flame(root: Path, arrays: TemplateArrays) -> Path:
 
 
 def write_smplx(root: Path, arrays: TemplateArrays, hands_mean: np.ndarray) -> Path:
-    """Write an SMPL-X-format template as ``root/smplx/SMPLX_NEUTRAL.npz``; returns it.
+    """Write an SMPL-X-format template into the cache folder ``root``: ``smplx/SMPLX_NEUTRAL.npz``; returns it.
 
     Args:
         hands_mean: (2, 45) relaxed left and right hand poses (smplx adds them unless it is
             created with ``flat_hand_mean=True``).
     """
-    model = root / "smplx" / "SMPLX_NEUTRAL.npz"
+    model = root / MODEL_FILES["body"]
     keys = arrays.common_keys()
     keys.update(
         hands_componentsl=np.eye(45),

@@ -128,6 +128,6 @@ def test_motions_command_writes_editable_npz(tmp_path):
     with np.load(out, allow_pickle=False) as d:
         assert d["rotations"].shape[1:] == (55, 3) and float(d["fps"]) == 20.0
     listing = run_cli("motions")
-    assert "dance" in listing.stderr and "talk" in listing.stderr
+    assert "dance" in listing.stdout.decode() and "talk" in listing.stdout.decode()  # the listing is data: stdout
     assert run_cli("motions", "turn", "-o", str(tmp_path / "t.npz")).code == 2  # head or body?
     assert run_cli("motions", "turn", "-m", "head", "-o", str(tmp_path / "t.npz")).code == 0

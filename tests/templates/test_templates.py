@@ -16,7 +16,7 @@ from avatarcli.errors import AvatarError
 from avatarcli.templates.loading import builtin_root, load_template
 from avatarcli.templates.skeletons import FLAME_PARENTS, OPENPOSE18_FROM_SMPLX, SMPLX_JOINT_NAMES, SMPLX_PARENTS
 
-from helpers import random_pose
+from helpers import random_pose, run_cli
 
 
 def _quiet_create(root, **kw):
@@ -24,9 +24,21 @@ def _quiet_create(root, **kw):
         return smplx.create(str(root), **kw)
 
 
-def test_files_load_through_smplx_create():
-    head = _quiet_create(builtin_root("head"), model_type="flame", ext="npz", use_face_contour=True)
-    body = _quiet_create(builtin_root("body"), model_type="smplx", ext="npz", use_pca=False)
+def _official(kind: str, folder: Path) -> Path:
+    """The built-in template in the official file layout that smplx reads (as a user's
+    download has it), written into ``folder``; returns the folder of the model file."""
+    from avatarcli.templates.loading import _cached_arrays
+    from avatarcli.templates.model_files import write_smplx_files
+
+    return write_smplx_files(folder, kind, *_cached_arrays(builtin_root(kind), kind)).parent
+
+
+def test_files_load_through_smplx_create(tmp_path):
+    """The cached arrays, in the official layouts, load through smplx.create."""
+    _official("head", tmp_path)
+    _official("body", tmp_path)
+    head = _quiet_create(tmp_path, model_type="flame", ext="npz", use_face_contour=True)
+    body = _quiet_create(tmp_path, model_type="smplx", ext="npz", use_pca=False)
     out_h, out_b = head(), body()
     assert out_h.vertices.shape[1] > 3000 and torch.isfinite(out_h.vertices).all()
     assert out_b.vertices.shape[1] > 8000 and torch.isfinite(out_b.vertices).all()
@@ -214,8 +226,7 @@ def test_user_files_drop_in_with_the_same_layout(tmp_path):
     shutil.copytree(builtin_root("body") / "smplx", tmp_path / "smplx")
     tpl = load_template("body", tmp_path / "smplx" / "SMPLX_NEUTRAL.npz")
     assert tpl.num_joints == 55 and tpl.name == "SMPLX_NEUTRAL"
-    shutil.copytree(builtin_root("head") / "flame", tmp_path / "flame")
-    head = load_template("head", tmp_path / "flame")
+    head = load_template("head", _official("head", tmp_path))
     assert head.num_joints == 5
 
 
@@ -260,13 +271,11 @@ def _same_posing(a, b):
 
 def test_user_pickles_are_read_for_their_arrays_only(tmp_path, monkeypatch, head_template, body_template):
     import pickle
-    import shutil
 
     import scipy.sparse
 
     ch = _fake_chumpy(monkeypatch)
-    flame = tmp_path / "flame"
-    shutil.copytree(builtin_root("head") / "flame", flame)
+    flame = _official("head", tmp_path)
     with np.load(flame / "FLAME_NEUTRAL.npz") as data:
         model = {k: data[k] for k in data.files}
     model["shapedirs"] = ch(model["shapedirs"])  # as in the official FLAME pickles
@@ -291,12 +300,11 @@ def test_user_files_that_would_run_code_are_refused(tmp_path, monkeypatch):
     import shutil
 
     marker = tmp_path / "ran"
-    flame = tmp_path / "flame"
-    shutil.copytree(builtin_root("head") / "flame", flame)
+    flame = _official("head", tmp_path)
     (flame / "flame_static_embedding.pkl").write_bytes(pickle.dumps({"lmk_face_idx": _Evil(marker)}))
     with pytest.raises(AvatarError, match="refusing to load"):
         load_template("head", flame)
-    shutil.copy(builtin_root("head") / "flame" / "flame_static_embedding.pkl", flame)
+    shutil.copy(_official("head", tmp_path / "clean") / "flame_static_embedding.pkl", flame)
     np.save(flame / "flame_dynamic_embedding.npy", np.array({"lmk_face_idx": _Evil(marker)}, dtype=object), allow_pickle=True)
     with pytest.raises(AvatarError, match="refusing to load"):
         load_template("head", flame)
@@ -313,6 +321,35 @@ def test_user_files_that_would_run_code_are_refused(tmp_path, monkeypatch):
     np.savez(body_dir / "SMPLX_NEUTRAL.npz", hostile=np.array([_Evil(marker)], dtype=object), **arrays)
     assert load_template("body", body_dir).num_joints == 55
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("kind", ["head", "body"])
+def test_a_hostile_file_in_the_template_cache_never_runs(kind, tmp_path, monkeypatch):
+    """A cache can be shared or writable by others: every file of a cached template replaced
+    by one that runs code when unpickled (a flame_static_embedding.pkl that smplx unpickled
+    did), and the command refuses the cache in one line without running anything."""
+    import pickle
+    import shutil
+
+    built = builtin_root(kind)
+    monkeypatch.setenv("AVATARCLI_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "cache" / "templates" / built.name
+    shutil.copytree(built, root)
+    marker = tmp_path / "ran"
+    hostile = np.array([_Evil(marker)], dtype=object)
+    for path in (p for p in root.rglob("*") if p.is_file()):
+        if path.suffix == ".npz":
+            with np.load(path) as data:
+                arrays = {k: data[k] for k in data.files}
+            np.savez(path.with_suffix(""), hostile=hostile, **arrays)
+        elif path.suffix == ".npy":
+            np.save(path, np.array({"lmk_face_idx": _Evil(marker)}, dtype=object), allow_pickle=True)
+        else:
+            path.write_bytes(pickle.dumps({"lmk_face_idx": _Evil(marker)}))
+    r = run_cli("init", "--model", kind, "-k", "1", "-o", str(tmp_path / "a.avatar"))
+    assert not marker.exists()
+    assert r.code == 2 and "template cache" in r.stderr and "is damaged" in r.stderr and "pickled" in r.stderr, r.stderr
+    assert not (tmp_path / "a.avatar").exists()
 
 
 class _Declares:

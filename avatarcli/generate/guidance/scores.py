@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 SCORES = ("sds", "nfsd", "asd")
+DEFAULT_SCORE = {"head": "nfsd", "body": "asd"}  # HeadStudio; DreamWaltz-G / GaussianMotion
 NEGATIVE_PROMPT = "unrealistic, blurry, low quality, out of focus, ugly, low contrast, dull, dark, low-resolution, gloomy"
 
 
