@@ -580,6 +580,7 @@ def capture(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue from the checkpoint beside the output.")] = False,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints (0: only at the end and on Ctrl-C).")] = 500,
+    force: Annotated[bool, typer.Option("--force", help="Replace a NAME.ckpt or NAME.unfinished.avatar beside the output that no run wrote.")] = False,
     template: TemplateOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -593,7 +594,7 @@ def capture(
     options = api.CaptureOptions(model=model, track=track, holdout=holdout, steps=steps, batch=batch, resolution=resolution,
                                  points_per_triangle=points_per_triangle, seed=seed, checkpoint_every=checkpoint_every,
                                  template=template, device=device)  # fmt: skip
-    api.check_capture_inputs(video, output, options, resume)
+    api.check_capture_inputs(video, output, options, resume, force)
     before = _stamp(api.checkpoint_path(output))
     names = {"detecting": "reading the video (landmarks, person masks)", "fitting": "tracking", "scoring": "scoring held-out frames"}
     try:
@@ -610,7 +611,7 @@ def capture(
                 if r.step % 10 == 0 or r.step == r.total:
                     bar.update(tasks["training"], info=f"loss {r.loss:.3g}, {r.gaussians:,} Gaussians")
 
-            result = api.capture(video, output, options, resume=resume, on_progress=on_progress, on_step=on_step,
+            result = api.capture(video, output, options, resume=resume, force=force, on_progress=on_progress, on_step=on_step,
                                  history=_command_line())  # fmt: skip
     except Interrupted:
         _interrupted(output, before)

@@ -15,8 +15,8 @@ from avatarcli.capture.fit import CaptureSettings, capture_config, make_trainer,
 from avatarcli.capture.frames import FrameSource
 from avatarcli.devices import resolve_device
 from avatarcli.errors import AvatarError
-from avatarcli.fileio import check_output
-from avatarcli.generate.checkpoint import checkpoint_path, unfinished_path
+from avatarcli.generate.checkpoint import checkpoint_path
+from avatarcli.generate.run_files import check_run_files
 from avatarcli.generate.trainer import StepReport, Trainer
 from avatarcli.model.avatar import Avatar, history_entry
 from avatarcli.motion.landmarks import load_mediapipe
@@ -99,9 +99,12 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def check_capture_inputs(video: str | Path, output: str | Path, options: CaptureOptions, resume: bool) -> tuple[VideoInfo, CaptureSettings]:
-    """Every check that can be made before the long work: the options, the outputs, the video
-    and its span, MediaPipe; returns the video and the settings."""
+def check_capture_inputs(
+    video: str | Path, output: str | Path, options: CaptureOptions, resume: bool, force: bool = False
+) -> tuple[VideoInfo, CaptureSettings]:
+    """Every check that can be made before the long work: the options, the outputs (and the
+    files a run keeps beside them, :func:`~avatarcli.generate.run_files.check_run_files`),
+    the video and its span, MediaPipe; returns the video and the settings."""
     o = options
     check_kind(o.model)
     check_seed(o.seed)
@@ -114,9 +117,7 @@ def check_capture_inputs(video: str | Path, output: str | Path, options: Capture
         raise AvatarError("capture writes checkpoints beside its output: give a file name, not '-'")
     if not str(output).endswith(".avatar") or str(output).endswith(".unfinished.avatar"):
         raise AvatarError(f"{output}: name the captured avatar NAME.avatar")
-    check_output(output)
-    check_output(checkpoint_path(output))
-    check_output(unfinished_path(output))
+    check_run_files(output, force=force, inputs=(video, o.template))
     if resume and not checkpoint_path(output).exists():
         raise AvatarError(f"cannot resume: there is no checkpoint {checkpoint_path(output)}")
     info = probe_video(video)
@@ -131,6 +132,7 @@ def capture(
     options: CaptureOptions | None = None,
     *,
     resume: bool = False,
+    force: bool = False,
     on_progress: Progress | None = None,
     on_step: Callable[[StepReport], None] | None = None,
     history: str | None = None,
@@ -140,6 +142,8 @@ def capture(
     Args:
         resume: continue from the checkpoint beside ``output`` (the video is read and tracked
             again; the training, its frame corrections and draws continue where they stopped).
+        force: replace files beside the output that no run wrote (a ``NAME.ckpt`` or
+            ``NAME.unfinished.avatar`` of the user's).
         on_progress: called with (stage, done, total) while the video is read ("detecting"),
             the tracking fit runs ("fitting") and the held-out frames are scored ("scoring").
         on_step: called after every training step.
@@ -147,7 +151,7 @@ def capture(
     """
     started = time.perf_counter()
     o = options or CaptureOptions()
-    info, settings = check_capture_inputs(video, output, o, resume)
+    info, settings = check_capture_inputs(video, output, o, resume, force)
     out = Path(output)
     digest = file_sha256(info.path)
     device = resolve_device(o.device)
