@@ -33,7 +33,7 @@ from avatarcli.generate.distributed import Group, Share, whole
 from avatarcli.generate.guidance.protocol import Guidance, Scene
 from avatarcli.generate.parameters import AvatarParameters
 from avatarcli.generate.previews import write_preview
-from avatarcli.generate.samplers import PoseSampler, Views, ViewSampler
+from avatarcli.generate.samplers import PoseSampler, Views, ViewSampler, view_size
 from avatarcli.model import avatar_file
 from avatarcli.model.avatar import Avatar, check_template, template_meta
 from avatarcli.model.binding import SkinningBinding, TriangleBinding, deform, rest_posed
@@ -99,8 +99,9 @@ class Trainer:
         with torch.no_grad():
             rest = deform(self.model.gaussians(), self.model.binding(), template, rest_posed(template, self.model.betas.detach()))
             _, self.radius = framing(rest.means[0])
+            size = view_size(config.cameras, template, rest.means[0])
         self.poses = PoseSampler(template, self.gen, config.train_motions, config.animated)
-        self.views = ViewSampler(template, config.cameras, self.radius, config.face_closeups, self.gen)
+        self.views = ViewSampler(template, config.cameras, size, config.face_closeups, self.gen)
         self.conditions = ConditionRenderer(template, compile=config.compile)
         self.densifier = Densifier(config.densify, self.radius)
         # made once: creating it on the GPU every step would stall it
