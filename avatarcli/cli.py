@@ -169,7 +169,16 @@ def generate(
         ),
     ] = None,
     score: Annotated[Optional[str], typer.Option(help="sds, nfsd (head default) or asd (body default).")] = None,
-    cfg_scale: Annotated[float, typer.Option("--cfg", help="Classifier-free guidance scale.")] = 7.5,
+    cfg_scale: Annotated[
+        Optional[float],
+        typer.Option(
+            "--cfg", help="Classifier-free guidance scale. Default: the score's own (sds 50, nfsd 7.5, asd 7.5).", show_default=False
+        ),
+    ] = None,
+    control_scale: Annotated[
+        Optional[float],
+        typer.Option(help="ControlNet strength (conditioning scale). Default: the recipe's (head 1.5, body 1.0).", show_default=False),
+    ] = None,
     negative_prompt: Annotated[Optional[str], typer.Option(help="Negative prompt for nfsd.")] = None,
     stages: Annotated[
         Optional[str], typer.Option(help="Comma-separated: canonical,animate (body default) or animate (head default).")
@@ -226,7 +235,7 @@ def generate(
     model = model or (start.kind if start is not None else "head")
     options = api.GenerateOptions(
         model=model, guidance=guidance, diffusion=diffusion, controlnet=controlnet, controlnet_subfolder=controlnet_subfolder,
-        encoder=encoder, score=score, cfg_scale=cfg_scale, negative_prompt=negative_prompt,
+        encoder=encoder, score=score, cfg_scale=cfg_scale, control_scale=control_scale, negative_prompt=negative_prompt,
         stages=tuple(s.strip() for s in stages.split(",")) if stages else None, steps=steps, batch=batch, resolution=resolution,
         learning_rates={k: v for k, v in rates.items() if v is not None}, seed=seed, checkpoint_every=checkpoint_every,
         preview_every=preview_every, low_memory=low_memory, compile=compile_networks, points_per_triangle=points_per_triangle,

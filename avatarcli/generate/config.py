@@ -8,6 +8,7 @@ animation stage with random poses, ASD, residual skinning weights and scale regu
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -78,6 +79,10 @@ class GenerateConfig:
     view_prompts: bool = True
     train_motions: tuple[str, ...] = ()  # built-in motions whose frames training poses come from (empty: all)
     animated: bool = True  # False: train in the rest pose only (an ablation)
+    # ControlNet strength (diffusers' conditioning_scale). Heads: HeadStudio's code conditions
+    # every branch at 1.5 (threestudio/models/guidance/controlnet_guidance.py, condition_scale);
+    # bodies: DreamWaltz-G's 1.0 (configs/__init__.py, GuideConfig.controlnet_scale).
+    control_scale: float = 1.5
     checkpoint_every: int = 500
     preview_every: int = 0
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
@@ -94,6 +99,8 @@ class GenerateConfig:
             raise AvatarError(f"the batch must be positive (got {self.batch})")
         if self.resolution <= 0 or self.resolution % 8:
             raise AvatarError(f"the resolution must be a positive multiple of 8 (got {self.resolution})")
+        if not math.isfinite(self.control_scale) or self.control_scale < 0:
+            raise AvatarError(f"the ControlNet strength must be a finite number of at least 0 (got {self.control_scale})")
         bad = [s for s in self.stages if s not in STAGES]
         if bad or not self.stages:
             raise AvatarError(f"unknown stage {bad[0] if bad else '(none)'}: stages are {', '.join(STAGES)}")
@@ -117,6 +124,7 @@ def recipe(kind: str, prompt: str, **overrides: Any) -> GenerateConfig:
             cameras=BODY_RANGES,
             timesteps=BODY_TIMESTEPS,
             face_closeups=0.2,
+            control_scale=1.0,
             learn_shape=False,
             residual_weights=True,
         )

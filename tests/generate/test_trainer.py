@@ -199,6 +199,9 @@ def test_body_scale_regulariser():
         (("x", "--guidance", "tiny", "--resume"), "no checkpoint"),
         (("x", "--guidance", "tiny", "--stages", "canonical,dance"), "unknown stage"),
         (("x", "--guidance", "tiny", "--score", "vsd"), "unknown score"),
+        (("x", "--guidance", "tiny", "--control-scale", "-1"), "ControlNet strength must be"),
+        (("x", "--guidance", "tiny", "--control-scale", "nan"), "ControlNet strength must be"),
+        (("x", "--guidance", "tiny", "--cfg", "inf"), "guidance scale must be"),
         (("x", "--guidance", "tiny", "--encoder", "madebyollin/taesd"), "encoder applies"),
     ],
 )
@@ -249,3 +252,31 @@ def test_an_output_named_like_a_runs_unfinished_avatar_is_refused(tmp_path):
     r = run_cli("generate", "x", "--guidance", "tiny", "-o", str(out))
     assert r.code == 2 and "runs keep their avatar so far" in r.stderr, r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "kind, options, want",
+    [
+        ("head", {}, ("nfsd", 7.5, 1.5)),  # HeadStudio: NFSD at 7.5, the face ControlNet at 1.5
+        ("body", {}, ("asd", 7.5, 1.0)),
+        ("head", {"score": "sds"}, ("sds", 50.0, 1.5)),  # each score brings its own scale
+        ("body", {"cfg_scale": 12.0, "control_scale": 0.8}, ("asd", 12.0, 0.8)),
+    ],
+)
+def test_generate_hands_the_guidance_its_scales(kind, options, want, tmp_path, monkeypatch):
+    """What ``avatar generate`` gives the guidance: the score, its guidance scale and the
+    ControlNet strength, from the recipe unless an option says otherwise."""
+    from avatarcli import api
+
+    seen = []
+    init = DiffusionGuidance.__init__
+
+    def record(self, components, config):
+        seen.append((config.score, config.scale, config.conditioning_scale))
+        init(self, components, config)
+
+    monkeypatch.setattr(DiffusionGuidance, "__init__", record)
+    o = api.GenerateOptions(model=kind, guidance="tiny", steps=1, batch=1, resolution=32, checkpoint_every=0, points_per_triangle=1,
+                            device="cpu", **options)  # fmt: skip
+    api.generate("x", tmp_path / "g.avatar", o)
+    assert seen == [want]
