@@ -186,7 +186,9 @@ def generate(
     steps: Annotated[Optional[int], typer.Option(help="Training steps in all (default 10000).")] = None,
     batch: Annotated[Optional[int], typer.Option(help="Views per step (default 8).")] = None,
     resolution: Annotated[Optional[int], typer.Option(help="Render size in pixels, a multiple of 8 (default 1024).")] = None,
-    lr_position: Annotated[Optional[float], typer.Option(help="Learning rate of positions.")] = None,
+    lr_position: Annotated[
+        Optional[float], typer.Option(help="Learning rate of positions at the start (heads: it halves over 30 000 steps, as HeadStudio's).")
+    ] = None,
     lr_scale: Annotated[Optional[float], typer.Option(help="Learning rate of scales.")] = None,
     lr_rotation: Annotated[Optional[float], typer.Option(help="Learning rate of rotations.")] = None,
     lr_color: Annotated[Optional[float], typer.Option(help="Learning rate of colours.")] = None,

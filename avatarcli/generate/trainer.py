@@ -165,6 +165,8 @@ class Trainer:
             # the GPU to finish the step; every process reads the same one, so all stop together
             reported, stop = flags[0], self._stop_flag is not None and bool(self._stop_flag > 0)
             self._stop_flag = flags[1]
+        for group in self.optimizers["means"].param_groups:
+            group["lr"] = cfg.lr.position_at(self.step)
         for opt in self.optimizers.values():
             opt.step()
         if "betas" in self.extra_optimizers and progress < cfg.shape_freeze:

@@ -280,3 +280,24 @@ def test_generate_hands_the_guidance_its_scales(kind, options, want, tmp_path, m
                             device="cpu", **options)  # fmt: skip
     api.generate("x", tmp_path / "g.avatar", o)
     assert seen == [want]
+
+
+def test_head_positions_learn_at_headstudios_decaying_rate(tiny, head_avatar, head_template):
+    """HeadStudio's code: 5e-5 x 4 = 2e-4, halving exponentially over 30 000 steps, then held;
+    scales 5e-3, rotations 1e-3. Bodies keep a constant position rate."""
+    lr = recipe("head", "x").lr
+    assert (lr.position, lr.scale, lr.rotation, lr.color, lr.opacity, lr.shape) == (2e-4, 5e-3, 1e-3, 1.25e-2, 1e-2, 1e-3)
+    assert lr.position_at(0) == 2e-4 and abs(lr.position_at(10_000) / (2e-4 * 0.5 ** (1 / 3)) - 1) < 1e-12
+    assert lr.position_at(30_000) == lr.position_at(90_000) == 1e-4
+    body = recipe("body", "x").lr
+    assert body.position_at(0) == body.position_at(9_000) == 1e-4
+    trainer = Trainer(head_avatar, head_template, _guide(tiny, "nfsd"), _cfg("head"))
+    for _ in range(3):
+        trainer.train_step()
+    assert trainer.optimizers["means"].param_groups[0]["lr"] == lr.position_at(2) < 2e-4  # the rate the last step used
+
+
+def test_recipes_train_on_the_papers_backgrounds():
+    """Heads on black (HeadStudio's code), bodies on grey (DreamWaltz-G's Gaussian stages)."""
+    assert recipe("head", "x").background == (0.0, 0.0, 0.0)
+    assert recipe("body", "x").background == (0.5, 0.5, 0.5)
