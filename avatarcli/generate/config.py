@@ -32,8 +32,8 @@ class LearningRates:
     the code's factor of 4 and its scale and rotation rates are what its results were made
     with.) Head positions here are in triangle-local units as there (HeadStudio eq. 5 scales
     a local offset by sqrt(area); these frames scale it by the triangle's edges in its plane,
-    about 1.6 sqrt(area), and by sqrt(area) along the normal), on triangles of about the size
-    of FLAME's (3.5 mm sqrt(area) on the built-in head).
+    about 1.6 sqrt(area), and by sqrt(area) along the normal). The built-in head has 11 465
+    triangles of median sqrt(area) 3.5 mm; FLAME has 9 976 on a head of about its size.
     """
 
     position: float = 2e-4
