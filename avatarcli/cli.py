@@ -158,7 +158,13 @@ def generate(
         ),
     ] = None,
     score: Annotated[Optional[str], typer.Option(help="sds, nfsd or asd.", show_default=_per_kind(DEFAULT_SCORE))] = None,
-    cfg_scale: Annotated[float, typer.Option("--cfg", help="Classifier-free guidance scale.")] = 7.5,
+    cfg_scale: Annotated[
+        Optional[float],
+        typer.Option("--cfg", help="Classifier-free guidance scale.", show_default="the score's: sds 50, nfsd 7.5, asd 7.5"),
+    ] = None,
+    control_scale: Annotated[
+        Optional[float], typer.Option(help="ControlNet strength (conditioning scale).", show_default=_recipe_default("control_scale"))
+    ] = None,
     negative_prompt: Annotated[Optional[str], typer.Option(help="Negative prompt for nfsd.", show_default=NEGATIVE_PROMPT)] = None,
     stages: Annotated[
         Optional[str], typer.Option(help="Comma-separated: canonical, animate or both.", show_default=_recipe_default("stages"))
@@ -169,7 +175,7 @@ def generate(
         Optional[int], typer.Option(help="Render size in pixels, a multiple of 8.", show_default=_recipe_default("resolution"))
     ] = None,
     lr_position: Annotated[
-        Optional[float], typer.Option(help="Learning rate of positions.", show_default=_recipe_default("lr.position"))
+        Optional[float], typer.Option(help="Learning rate of positions at the start (heads: it halves over 30 000 steps).", show_default=_recipe_default("lr.position"))
     ] = None,
     lr_scale: Annotated[Optional[float], typer.Option(help="Learning rate of scales.", show_default=_recipe_default("lr.scale"))] = None,
     lr_rotation: Annotated[
@@ -233,7 +239,7 @@ def generate(
     model = model or (start.kind if start is not None else "head")
     options = api.GenerateOptions(
         model=model, guidance=guidance, diffusion=diffusion, controlnet=controlnet, controlnet_subfolder=controlnet_subfolder,
-        encoder=encoder, score=score, cfg_scale=cfg_scale, negative_prompt=negative_prompt,
+        encoder=encoder, score=score, cfg_scale=cfg_scale, control_scale=control_scale, negative_prompt=negative_prompt,
         stages=tuple(s.strip() for s in stages.split(",")) if stages is not None else None, steps=steps, batch=batch, resolution=resolution,
         learning_rates={k: v for k, v in rates.items() if v is not None}, seed=seed, checkpoint_every=checkpoint_every,
         preview_every=preview_every, low_memory=low_memory, compile=compile_networks, points_per_triangle=points_per_triangle,

@@ -1,6 +1,7 @@
 """Reference-guided reconstruction: the generation machinery measured without diffusion weights.
 
     python bench/reconstruct.py --kind head [--steps 6000] [--resolution 512] [--batch 8] [--gpus 2]
+        [--lr position=1e-3,scale=1e-3,rotation=1e-2,position_decay=1] [--tag NAME]
 
 Trains a fresh `avatar init` avatar with the normal generate recipe, the diffusion model
 replaced by the reference guidance (a prior concentrated on a hidden reference avatar with
@@ -8,7 +9,8 @@ procedural colours and off-surface parts), training poses from some built-in mot
 scores PSNR/SSIM against the reference on held-out views and on frames of built-in motions
 training never saw. An ablation trains in the rest pose only (no animation-aware training).
 Targets at 512x512: held-out-motion PSNR >= 30 dB (head), >= 28 dB (body). With --gpus N the
-runs train on N GPUs together (one process each; the first reports).
+runs train on N GPUs together (one process each; the first reports). --lr overrides the
+recipe's learning rates (an ablation); --tag names the result file's variant.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ def run(rank: int, gpus: int, port: int, args: argparse.Namespace) -> None:
     split = HEAD_SPLIT if args.kind == "head" else BODY_SPLIT
     clock = [time.perf_counter()]
     main = rank == 0
+    rates = {k: float(v) for k, v in (item.split("=") for item in args.lr.split(",") if item)}
 
     def report(r) -> None:  # type: ignore[no-untyped-def]
         if r.step % 500 == 0 and main:
@@ -48,7 +51,7 @@ def run(rank: int, gpus: int, port: int, args: argparse.Namespace) -> None:
     for animated in (True,) if args.no_ablation else (True, False):
         r = reconstruct(
             tpl, args.steps, args.resolution, args.batch, animated=animated, points_per_triangle=args.k, reference=ref, on_step=report,
-            group=group,
+            group=group, learning_rates=rates,
         )  # fmt: skip
         if not main:
             continue
@@ -57,8 +60,9 @@ def run(rank: int, gpus: int, port: int, args: argparse.Namespace) -> None:
         speed = f"{r.steps} steps in {r.seconds:.0f} s ({1000 * r.seconds / r.steps:.1f} ms/step), {r.gaussians:,} Gaussians"
         scores = " | ".join(f"{k}: PSNR {v['psnr']:.2f} dB, SSIM {v['ssim']:.3f}" for k, v in r.scores.items())
         print(f"{args.kind} {name}, {gpus} GPU(s): {speed} | {scores}", flush=True)
-        write_result(f"reconstruct_{args.kind}_{gpus}gpu", {"reference_gaussians": len(ref), "train_motions": split[0],
-                     "held_out_motions": split[1], "resolution": args.resolution, "batch": args.batch, "runs": runs})  # fmt: skip
+        write_result(f"reconstruct_{args.kind}_{gpus}gpu{'_' + args.tag if args.tag else ''}", {"reference_gaussians": len(ref),
+                     "train_motions": split[0], "held_out_motions": split[1], "resolution": args.resolution, "batch": args.batch,
+                     "learning_rates": rates, "runs": runs})  # fmt: skip
     distributed.leave()
 
 
@@ -71,6 +75,8 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=4, help="Gaussians per triangle at the start")
     ap.add_argument("--no-ablation", action="store_true")
     ap.add_argument("--gpus", type=int, default=1)
+    ap.add_argument("--lr", default="", help="learning-rate overrides, NAME=VALUE,... (LearningRates fields)")
+    ap.add_argument("--tag", default="", help="suffix of the result file's name")
     args = ap.parse_args()
     if args.gpus == 1:
         run(0, 1, 0, args)

@@ -15,6 +15,7 @@ import math
 
 import torch
 
+from avatarcli.generate.samplers import view_size
 from avatarcli.model.binding import deform, rest_posed
 from avatarcli.model.initialize import init_avatar
 from avatarcli.render.cameras import BODY_RANGES, HEAD_RANGES, framing, sample_cameras
@@ -55,10 +56,12 @@ def parity(kind: str, size: int, timing_size: int, device: torch.device) -> dict
     av = perturbed(init_avatar(tpl, points_per_triangle=10, seed=0)).to(device)
     posed = rest_posed(tpl)
     with torch.no_grad():
-        center, radius = framing(deform(av.gaussians, av.binding, tpl, posed).means[0])
+        means = deform(av.gaussians, av.binding, tpl, posed).means[0]
+        center, _ = framing(means)
     ranges = HEAD_RANGES if kind == "head" else BODY_RANGES
+    view = view_size(ranges, tpl, means)
     gen = torch.Generator().manual_seed(0)
-    cams = sample_cameras(8, center, radius, ranges, size, size, gen).cameras
+    cams = sample_cameras(8, center, view, ranges, size, size, gen).cameras
     posed8 = tpl.pose(tpl.zero_pose(8))
     weights = torch.rand(8, size, size, 3, generator=gen).to(device)
     out: dict = {"gaussians": len(av), "size": size}
@@ -82,7 +85,7 @@ def parity(kind: str, size: int, timing_size: int, device: torch.device) -> dict
             "relative_l2": float((a - b).norm() / b.norm().clamp_min(1e-20)),
         }
     # gsplat timing at the timing size: one view, and a batch of 8 (forward, forward+backward)
-    cams_t = sample_cameras(8, center, radius, ranges, timing_size, timing_size, gen).cameras
+    cams_t = sample_cameras(8, center, view, ranges, timing_size, timing_size, gen).cameras
     params = leaf_params(av, device)
     posed1 = tpl.pose(tpl.zero_pose(1))
 

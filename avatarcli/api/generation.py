@@ -39,7 +39,9 @@ class GenerateOptions:
         diffusion, controlnet, controlnet_subfolder: hub ids or local diffusers folders.
         encoder: a tiny autoencoder (diffusers AutoencoderTiny) to encode renders with.
         score: "sds", "nfsd" (head default) or "asd" (body default).
-        cfg_scale: classifier-free guidance scale.
+        cfg_scale: classifier-free guidance scale; None takes the score's (sds 50, nfsd 7.5,
+            asd 7.5).
+        control_scale: ControlNet strength; None takes the recipe's (head 1.5, body 1.0).
         negative_prompt: for nfsd.
         stages: ("canonical", "animate") for bodies, ("animate",) for heads by default.
         steps, batch, resolution: training length, views per step, render size.
@@ -63,7 +65,8 @@ class GenerateOptions:
     controlnet_subfolder: str | None = None
     encoder: str | None = None
     score: str | None = None
-    cfg_scale: float = 7.5
+    cfg_scale: float | None = None
+    control_scale: float | None = None
     negative_prompt: str | None = None
     stages: tuple[str, ...] | None = None
     steps: int | None = None
@@ -99,7 +102,7 @@ def default_output(prompt: str) -> str:
 def _generate_config(prompt: str, o: GenerateOptions) -> GenerateConfig:
     """The recipe for ``o.model`` with the options applied, validated."""
     cfg = recipe(o.model, prompt, stages=o.stages, steps=o.steps, batch=o.batch, resolution=o.resolution, seed=o.seed,
-                 checkpoint_every=o.checkpoint_every, preview_every=o.preview_every)  # fmt: skip
+                 checkpoint_every=o.checkpoint_every, preview_every=o.preview_every, control_scale=o.control_scale)  # fmt: skip
     for name, value in o.learning_rates.items():
         setattr(cfg.lr, name, value)
     cfg.compile = o.compile
@@ -226,7 +229,8 @@ def _generate(
         start = init_avatar(tpl, o.points_per_triangle, o.seed)
     gcfg = GuidanceConfig(
         score=o.score or DEFAULT_SCORE[o.model], guidance_scale=o.cfg_scale,
-        negative_prompt=o.negative_prompt or NEGATIVE_PROMPT, timesteps=cfg.timesteps, low_memory=o.low_memory,
+        negative_prompt=o.negative_prompt or NEGATIVE_PROMPT, timesteps=cfg.timesteps, conditioning_scale=cfg.control_scale,
+        low_memory=o.low_memory,
     )  # fmt: skip
     phase("loading the diffusion networks")
     if o.guidance == "tiny":

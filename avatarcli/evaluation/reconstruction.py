@@ -102,6 +102,10 @@ class Reconstruction:
     avatar: Avatar | None = None
 
 
+# Scores are taken on white whatever the recipe trains on, so that runs with different
+# training backgrounds compare (and an avatar left see-through where the reference is solid
+# shows on a background it was not trained against).
+SCORE_BACKGROUND = (1.0, 1.0, 1.0)
 HEAD_SPLIT = (("talk", "smile", "blink"), ("nod", "turn"))  # (train motions, held-out motions)
 BODY_SPLIT = (("idle", "walk", "wave"), ("dance", "turn"))
 
@@ -120,13 +124,15 @@ def reconstruct(
     start: Avatar | None = None,
     on_step: Callable[[StepReport], None] | None = None,
     group: Group | None = None,
+    learning_rates: dict[str, float] | None = None,
 ) -> Reconstruction:
     """Train a fresh avatar towards the hidden reference with the generate recipe, then score it.
 
     Training poses come from some built-in motions and scores use others, so the motion score
     is on poses training never saw. ``animated=False`` trains in the rest pose only.
     ``split`` overrides the (train, held-out) motions; ``start`` the initial avatar;
-    ``group`` the processes training together (each scores the result alike).
+    ``group`` the processes training together (each scores the result alike);
+    ``learning_rates`` overrides the recipe's by name (``LearningRates`` fields).
     """
     kind = template.kind
     train, held = split or (HEAD_SPLIT if kind == "head" else BODY_SPLIT)
@@ -134,6 +140,10 @@ def reconstruct(
     cfg = recipe(kind, "the reference avatar", steps=steps, batch=batch, resolution=resolution, seed=seed, checkpoint_every=0)
     cfg.train_motions, cfg.animated, cfg.view_prompts = train, animated, False
     cfg.face_closeups = 0.0
+    for name, value in (learning_rates or {}).items():
+        if not hasattr(cfg.lr, name):
+            raise ValueError(f"unknown learning rate {name!r}")
+        setattr(cfg.lr, name, value)
     scale = steps / 10_000  # the recipe's densification schedule, compressed to the run's length
     d = cfg.densify
     d.start, d.stop, d.every = max(1, int(d.start * scale)), max(2, int(d.stop * scale)), max(1, int(d.every * scale))
@@ -147,7 +157,7 @@ def reconstruct(
     seconds = time.perf_counter() - t0
     result = trainer.avatar(final=True)
     size = eval_size or resolution
-    bg = torch.tensor(cfg.background)
+    bg = torch.tensor(SCORE_BACKGROUND)
     scores = {}
     for evalset in (held_out_views(template, ref, size), held_out_motions(template, ref, held, size)):
         a = render_set(result, template, evalset, bg)

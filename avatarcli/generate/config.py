@@ -8,6 +8,7 @@ animation stage with random poses, ASD, residual skinning weights and scale regu
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -20,20 +21,36 @@ STAGES = ("canonical", "animate")
 
 @dataclass
 class LearningRates:
-    """Adam learning rates per parameter group (HeadStudio sec. 4.3 for heads).
+    """Adam learning rates per parameter group; the defaults are the head recipe's.
 
-    Head positions are in triangle-local units (a triangle's edges, about 3 mm on the
-    built-in head), where HeadStudio's 5e-5 would move a Gaussian at most 1.5 mm in 10 000
-    steps; 1e-3 lets helmets and beards grow off the skin (bench/reconstruct.py).
+    Heads take HeadStudio's code (gaussiansplatting/arguments/__init__.py OptimizationParams,
+    gaussiansplatting/scene/gaussian_flame_model.py training_setup): positions 5e-5 times
+    ``spatial_lr_scale``, which threestudio/systems/Head3DGSLKs.py sets to cameras_extent = 4,
+    so 2e-4, decaying exponentially to half that at step 30 000 (``get_expon_lr_func``; a
+    10 000-step run ends at 1.6e-4); scales 5e-3, rotations 1e-3, colours 1.25e-2, opacities
+    1e-2, shape 1e-3. (HeadStudio sec. 4.3 prints 5e-5, 1e-3 and 1e-2 for the first three:
+    the code's factor of 4 and its scale and rotation rates are what its results were made
+    with.) Head positions here are in triangle-local units as there (HeadStudio eq. 5 scales
+    a local offset by sqrt(area); these frames scale it by the triangle's edges in its plane,
+    about 1.6 sqrt(area), and by sqrt(area) along the normal). The built-in head has 11 465
+    triangles of median sqrt(area) 3.5 mm; FLAME has 9 976 on a head of about its size.
     """
 
-    position: float = 1e-3
-    scale: float = 1e-3
-    rotation: float = 1e-2
+    position: float = 2e-4
+    position_decay: float = 0.5  # the position rate is multiplied by this over ...
+    position_decay_steps: int = 30_000  # ... this many steps, exponentially, then held
+    scale: float = 5e-3
+    rotation: float = 1e-3
     color: float = 1.25e-2
     opacity: float = 1e-2
     shape: float = 1e-3
     residual: float = 1e-3
+
+    def position_at(self, step: int) -> float:
+        """The position learning rate at ``step`` (counted from 0 over the whole run)."""
+        if self.position_decay_steps <= 0 or self.position_decay == 1.0:
+            return self.position
+        return self.position * self.position_decay ** (min(step, self.position_decay_steps) / self.position_decay_steps)
 
 
 @dataclass
@@ -78,9 +95,17 @@ class GenerateConfig:
     view_prompts: bool = True
     train_motions: tuple[str, ...] = ()  # built-in motions whose frames training poses come from (empty: all)
     animated: bool = True  # False: train in the rest pose only (an ablation)
+    # ControlNet strength (diffusers' conditioning_scale). Heads: HeadStudio's code conditions
+    # every branch at 1.5 (threestudio/models/guidance/controlnet_guidance.py, condition_scale);
+    # bodies: DreamWaltz-G's 1.0 (configs/__init__.py, GuideConfig.controlnet_scale).
+    control_scale: float = 1.5
     checkpoint_every: int = 500
     preview_every: int = 0
-    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    # what training renders see behind the avatar: heads on black as HeadStudio trains
+    # (configs/headstudio.yaml bg_white: False); bodies on grey as DreamWaltz-G's Gaussian
+    # stages train (scripts/train_wo_expr.sh --render.bg_color [0.5,0.5,0.5]; GaussianMotion
+    # names none)
+    background: tuple[float, float, float] = (0.0, 0.0, 0.0)
     compile: bool = False  # torch.compile the condition drawing (the guidance compiles its networks itself)
 
     def validate(self) -> GenerateConfig:
@@ -94,6 +119,8 @@ class GenerateConfig:
             raise AvatarError(f"the batch must be positive (got {self.batch})")
         if self.resolution <= 0 or self.resolution % 8:
             raise AvatarError(f"the resolution must be a positive multiple of 8 (got {self.resolution})")
+        if not math.isfinite(self.control_scale) or self.control_scale < 0:
+            raise AvatarError(f"the ControlNet strength must be a finite number of at least 0 (got {self.control_scale})")
         bad = [s for s in self.stages if s not in STAGES]
         if bad or not self.stages:
             raise AvatarError(f"unknown stage {bad[0] if bad else '(none)'}: stages are {', '.join(STAGES)}")
@@ -112,11 +139,13 @@ def recipe(kind: str, prompt: str, **overrides: Any) -> GenerateConfig:
             prompt=prompt,
             kind="body",
             stages=("canonical", "animate"),
-            lr=LearningRates(position=1e-4, scale=5e-3, rotation=1e-3, color=1e-2, opacity=5e-2, shape=0.0, residual=1e-3),
+            lr=LearningRates(position=1e-4, position_decay=1.0, scale=5e-3, rotation=1e-3, color=1e-2, opacity=5e-2, shape=0.0),
             densify=DensifyConfig(start=500, stop=6000, every=500),
             cameras=BODY_RANGES,
             timesteps=BODY_TIMESTEPS,
             face_closeups=0.2,
+            control_scale=1.0,
+            background=(0.5, 0.5, 0.5),
             learn_shape=False,
             residual_weights=True,
         )

@@ -23,7 +23,7 @@ from avatarcli.devices import to_device
 from avatarcli.generate.guidance.scores import view_suffix
 from avatarcli.motion.builtin import BUILTINS, builtin_motion
 from avatarcli.motion.motion import to_template_poses
-from avatarcli.render.cameras import CameraRanges, Cameras, sample_cameras
+from avatarcli.render.cameras import CameraRanges, Cameras, sample_cameras, subject_size
 from avatarcli.templates.skeletons import SMPLX_JOINT_NAMES
 from avatarcli.templates.template import Pose, Posed, Template
 
@@ -115,6 +115,14 @@ class PoseSampler:
         return self.head(n) if self.template.kind == "head" else self.body(n, stage)
 
 
+def view_size(ranges: CameraRanges, template: Template, rest_means: Tensor) -> float:
+    """The subject's size in metres that ``ranges`` scale their distances by: the template's
+    rest mesh measured for ``"extent"`` (as HeadStudio measures FLAME), the avatar's
+    Gaussians at rest (``rest_means`` (N, 3)) for ``"radius"``."""
+    points = template.v_template if ranges.measure == "extent" else rest_means
+    return subject_size(points, ranges.measure)
+
+
 FACE_RANGES = CameraRanges(distance=(0.9, 1.4), fovy_deg=(40.0, 60.0), elevation_deg=(-15.0, 25.0), azimuth_deg=(-70.0, 70.0))
 
 
@@ -148,13 +156,13 @@ class ViewSampler:
     Args:
         template: the template being posed (the head joint aims face close-ups).
         ranges: the recipe's camera ranges.
-        radius: the subject's radius in metres.
+        size: the subject's size in metres, measured as ``ranges.measure`` says (:func:`view_size`).
         face_closeups: fraction of views that look at the face.
         generator: CPU generator (for reproducibility).
     """
 
-    def __init__(self, template: Template, ranges: CameraRanges, radius: float, face_closeups: float, generator: torch.Generator) -> None:
-        self.ranges, self.radius, self.face_closeups, self.g = ranges, radius, face_closeups, generator
+    def __init__(self, template: Template, ranges: CameraRanges, size: float, face_closeups: float, generator: torch.Generator) -> None:
+        self.ranges, self.size, self.face_closeups, self.g = ranges, size, face_closeups, generator
         self._head_joint = template.joint_names.index("head") if "head" in template.joint_names else 0
         # made once: creating it on the GPU every step would stall it
         self._face_offset = torch.tensor([0.0, 0.05, 0.0], device=template.device)
@@ -167,7 +175,7 @@ class ViewSampler:
         face = torch.zeros(n, dtype=torch.bool)
         if self.face_closeups > 0:
             face = torch.rand(n, generator=self.g) < self.face_closeups
-        sample = sample_cameras(n, centers, self.radius, self.ranges, size, size, self.g)
+        sample = sample_cameras(n, centers, self.size, self.ranges, size, size, self.g)
         viewmats, ks = sample.cameras.viewmats, sample.cameras.Ks
         az, el = sample.azimuth_deg.clone(), sample.elevation_deg.clone()
         if bool(face.any()):

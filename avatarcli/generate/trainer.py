@@ -33,7 +33,7 @@ from avatarcli.generate.distributed import Group, Share, whole
 from avatarcli.generate.guidance.protocol import Guidance, Scene
 from avatarcli.generate.parameters import AvatarParameters
 from avatarcli.generate.previews import write_preview
-from avatarcli.generate.samplers import Draw, GeneratedViews, PoseSampler, Views, ViewSampler, ViewSource
+from avatarcli.generate.samplers import Draw, GeneratedViews, PoseSampler, Views, ViewSampler, ViewSource, view_size
 from avatarcli.model import avatar_file
 from avatarcli.model.avatar import Avatar, check_template, template_meta
 from avatarcli.model.binding import SkinningBinding, TriangleBinding, deform, rest_posed
@@ -112,9 +112,10 @@ class Trainer:
         with torch.no_grad():
             rest = deform(self.model.gaussians(), self.model.binding(), template, rest_posed(template, self.model.betas.detach()))
             _, self.radius = framing(rest.means[0])
+            size = view_size(config.cameras, template, rest.means[0])
         self.source: ViewSource = source or GeneratedViews(
             PoseSampler(template, self.gen, config.train_motions, config.animated),
-            ViewSampler(template, config.cameras, self.radius, config.face_closeups, self.gen),
+            ViewSampler(template, config.cameras, size, config.face_closeups, self.gen),
         )
         self.record: dict = {}
         self.final_stage = "generated"
@@ -188,6 +189,8 @@ class Trainer:
             # the GPU to finish the step; every process reads the same one, so all stop together
             reported, stop = flags[0], self._stop_flag is not None and bool(self._stop_flag > 0)
             self._stop_flag = flags[1]
+        for group in self.optimizers["means"].param_groups:
+            group["lr"] = cfg.lr.position_at(self.step)
         for opt in self.optimizers.values():
             opt.step()
         if "betas" in self.extra_optimizers and progress < cfg.shape_freeze:

@@ -147,23 +147,56 @@ def framing_distance(radius: float, fovy_deg: float, fill: float = 0.85) -> floa
     return radius / (fill * math.tan(math.radians(fovy_deg) * 0.5))
 
 
+MEASURES = ("radius", "extent")
+
+
 @dataclass(frozen=True)
 class CameraRanges:
-    """Uniform ranges for random training cameras.
+    """Uniform ranges for random training cameras, with distances in a recipe's own units.
 
-    Distances are in units of the subject's radius divided by 0.5 (the recipes' numbers are
-    for subjects normalised to radius 0.5), so the same ranges serve a 25 cm head and a
-    1.7 m body.
+    The distances are for a subject whose size is ``subject_size`` in those units; a subject
+    of another size gets them scaled by ``size / subject_size``, so the same ranges serve a
+    25 cm head and a 1.7 m body. ``measure`` says how a size is taken: ``"radius"``, half the
+    diagonal of the bounding box of the avatar's Gaussians at rest (stray outliers ignored,
+    :func:`framing`); ``"extent"``, the longest side of the bounding box of the template's
+    rest mesh.
     """
 
     distance: tuple[float, float] = (1.5, 2.0)
     fovy_deg: tuple[float, float] = (40.0, 70.0)
     elevation_deg: tuple[float, float] = (-30.0, 30.0)
     azimuth_deg: tuple[float, float] = (-180.0, 180.0)
+    subject_size: float = 0.5
+    measure: str = "radius"
+
+    def __post_init__(self) -> None:
+        if self.measure not in MEASURES:
+            raise ValueError(f"unknown size measure {self.measure!r}: choose {', '.join(MEASURES)}")
 
 
-HEAD_RANGES = CameraRanges()
+# Heads are framed as HeadStudio's code frames FLAME: the template at zero shape and
+# expression, recentred on its bounding box and scaled so that the box's longest side is
+# 0.6 * 1.1 ** 10 = 1.556 units (threestudio/utils/head_v2.py and
+# gaussiansplatting/scene/gaussian_flame_model.py ``create_from_flame``, flame_scale -10 from
+# threestudio/systems/Head3DGSLKs.py), seen from 1.5-2.0 units with a vertical field of view of
+# 40-70 degrees (configs/headstudio.yaml; HeadStudio sec. 4.3). The head then fills
+# 1.556 / (2 d tan(fovy / 2)) = 56 % to 143 % of the image height, from the whole head to
+# a close-up of the face.
+HEAD_SIZE = 0.6 * 1.1**10
+HEAD_RANGES = CameraRanges(subject_size=HEAD_SIZE, measure="extent")
+# Bodies: DreamWaltz-G's camera radius range 1-2, taken for a subject of radius 0.5 (this
+# recipe's convention; DreamWaltz-G's own body scale was not checked).
 BODY_RANGES = CameraRanges(distance=(1.0, 2.0))
+
+
+def subject_size(points: Tensor, measure: str) -> float:
+    """The size of a subject given by points (N, 3), as ``measure`` says (see :class:`CameraRanges`)."""
+    if measure == "radius":
+        return framing(points)[1]
+    if measure == "extent":
+        p = points.detach()
+        return float((p.max(0).values - p.min(0).values).max())
+    raise ValueError(f"unknown size measure {measure!r}: choose {', '.join(MEASURES)}")
 
 
 @dataclass
@@ -178,19 +211,20 @@ class CameraSample:
 def sample_cameras(
     n: int,
     target: Tensor,
-    radius: float,
+    size: float,
     ranges: CameraRanges,
     width: int,
     height: int,
     generator: torch.Generator,
 ) -> CameraSample:
-    """Draw ``n`` cameras looking at ``target`` ((3,), or (n, 3) one per camera) around a subject of ``radius`` metres."""
+    """Draw ``n`` cameras looking at ``target`` ((3,), or (n, 3) one per camera) around a
+    subject of ``size`` metres, measured as ``ranges.measure`` says."""
 
     def uniform(lo_hi: tuple[float, float]) -> Tensor:
         lo, hi = lo_hi
         return lo + (hi - lo) * torch.rand(n, generator=generator)
 
-    dist = uniform(ranges.distance) * (radius / 0.5)
+    dist = uniform(ranges.distance) * (size / ranges.subject_size)
     fovy = uniform(ranges.fovy_deg)
     el = uniform(ranges.elevation_deg)
     az = uniform(ranges.azimuth_deg)

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 SPLIT = (("talk", "smile", "blink", "nod"), ("turn",))  # held out: turning the head
 STEPS = 150
-BAR = 17.8  # dB on the held-out motion at 64 px after 150 steps (a working run scores about 18.6)
+BAR = 17.8  # dB on the held-out motion at 64 px after 150 steps (a working run scores about 18.6; bench/RESULTS.md)
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import pytest
 import torch
 
 from avatarcli.generate.conditions.renderer import FACE_COLORS, OPENPOSE_COLORS, ConditionRenderer, openpose_image
@@ -20,6 +23,26 @@ def test_a_keypoint_lands_on_the_pixel_the_camera_predicts():
     centre = lit.mean(0).flip(0) + 0.5  # (x, y)
     assert (centre - px[0, 0]).abs().max() < 1.0
     assert torch.allclose(img[0, int(px[0, 0, 1]), int(px[0, 0, 0])], torch.tensor(OPENPOSE_COLORS[0]) / 255.0, atol=0.02)
+
+
+@pytest.mark.parametrize("size", [512, 1024])
+def test_hand_keypoints_are_drawn_at_the_annotators_size(size):
+    """The OpenPose ControlNet's annotator draws a hand keypoint as a disc of radius 4 px at
+    512 x 512 (cv2.circle(canvas, (x, y), 4, (0, 0, 255), thickness=-1): 49 pixels); drawn
+    here with the image, radius 8 at 1024."""
+    centre = torch.tensor([size / 2 + 0.5, size / 3 + 0.5])  # a pixel centre
+    hands = centre.expand(1, 2, 21, 2).clone()
+    vis = torch.zeros(1, 2, 21, dtype=torch.bool)
+    vis[0, 0, 5] = True  # one keypoint: no edge has both ends shown
+    img = openpose_image(torch.zeros(1, 18, 2), torch.zeros(1, 18, dtype=torch.bool), hands, vis, size, size)[0]
+    blue = (img[..., 2] > 0.5) & (img[..., :2].amax(-1) < 0.1)
+    yx = torch.nonzero(blue).float() + 0.5
+    radius = float((yx.flip(1) - centre).norm(dim=-1).max())
+    r = 4.0 * size / 512
+    assert r - 1.0 < radius <= r + 0.5
+    assert abs(int(blue.sum()) - math.pi * r * r) < 0.2 * math.pi * r * r
+    lit = torch.nonzero(img.sum(-1) > 0).float() + 0.5  # nothing else drawn: only the disc and its antialiased rim
+    assert float((lit.flip(1) - centre).norm(dim=-1).max()) < r + 1.0
 
 
 def _views(template, azimuths, size=128):
@@ -68,15 +91,17 @@ def test_from_behind_only_the_face_oval_is_drawn(head_template):
 def test_a_side_view_hides_the_far_arm(body_template):
     posed, cams = _views(body_template, [0.0, 90.0], size=512)
     img = ConditionRenderer(body_template)(posed, cams)
-    right_wrist = torch.tensor(OPENPOSE_COLORS[4]) / 255.0
-    left_wrist = torch.tensor(OPENPOSE_COLORS[7]) / 255.0
+    # the elbows' discs (the wrists' lie under the hands' keypoints, drawn after the body as
+    # the annotator draws them)
+    right_elbow = torch.tensor(OPENPOSE_COLORS[3]) / 255.0
+    left_elbow = torch.tensor(OPENPOSE_COLORS[6]) / 255.0
 
     def count(image, color):
         return int(((image - color).abs().sum(-1) < 0.05).sum())
 
-    assert count(img[0], right_wrist) > 5 and count(img[0], left_wrist) > 5
-    # seen from its left (+x), the torso hides the right wrist
-    assert count(img[1], left_wrist) > 5 and count(img[1], right_wrist) == 0
+    assert count(img[0], right_elbow) > 5 and count(img[0], left_elbow) > 5
+    # seen from its left (+x), the torso hides the right elbow
+    assert count(img[1], left_elbow) > 5 and count(img[1], right_elbow) == 0
 
 
 def test_compiled_drawing_matches_eager(head_template, body_template):

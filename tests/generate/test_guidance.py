@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -85,6 +89,29 @@ def test_low_memory_path_gives_the_same_loss(tiny):
         images, torch.zeros(2, 64, 64, 3), ["x", "y"], 0.1, torch.Generator().manual_seed(0)
     )[0]
     assert torch.allclose(a, b, rtol=1e-4)
+
+
+def _set_prediction_type(spec, value: str) -> None:
+    path = Path(spec.base) / "scheduler" / "scheduler_config.json"
+    config = json.loads(path.read_text())
+    config["prediction_type"] = value
+    path.write_text(json.dumps(config))
+
+
+def test_the_schedulers_prediction_type_is_read(tiny, tmp_path, monkeypatch):
+    """A v-prediction model is read as one (its outputs are converted to noise predictions,
+    tests/generate/test_guidance_oracle.py); a model that predicts the clean sample is
+    refused in one line, before its networks are loaded."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    spec = save_components(tiny, tmp_path)
+    assert load_components(spec, CPU).prediction_type == "epsilon"
+    _set_prediction_type(spec, "v_prediction")
+    assert load_components(spec, CPU).prediction_type == "v_prediction"
+    _set_prediction_type(spec, "sample")
+    shutil.rmtree(Path(spec.base) / "unet")  # not looked at: the scheduler is read first
+    with pytest.raises(AvatarError, match="predicts 'sample'") as err:
+        load_components(spec, CPU)
+    assert "\n" not in str(err.value)
 
 
 def test_missing_weights_are_one_clear_error(tmp_path, monkeypatch):

@@ -250,6 +250,9 @@ def test_body_scale_regulariser():
         (("x", "--guidance", "tiny", "--resume"), "no checkpoint"),
         (("x", "--guidance", "tiny", "--stages", "canonical,dance"), "unknown stage"),
         (("x", "--guidance", "tiny", "--score", "vsd"), "unknown score"),
+        (("x", "--guidance", "tiny", "--control-scale", "-1"), "ControlNet strength must be"),
+        (("x", "--guidance", "tiny", "--control-scale", "nan"), "ControlNet strength must be"),
+        (("x", "--guidance", "tiny", "--cfg", "inf"), "guidance scale must be"),
         (("x", "--guidance", "tiny", "--encoder", "madebyollin/taesd"), "encoder applies"),
     ],
 )
@@ -300,3 +303,52 @@ def test_an_output_named_like_a_runs_unfinished_avatar_is_refused(tmp_path):
     r = run_cli("generate", "x", "--guidance", "tiny", "-o", str(out))
     assert r.code == 2 and "runs keep their avatar so far" in r.stderr, r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "kind, options, want",
+    [
+        ("head", {}, ("nfsd", 7.5, 1.5)),  # HeadStudio: NFSD at 7.5, the face ControlNet at 1.5
+        ("body", {}, ("asd", 7.5, 1.0)),
+        ("head", {"score": "sds"}, ("sds", 50.0, 1.5)),  # each score brings its own scale
+        ("body", {"cfg_scale": 12.0, "control_scale": 0.8}, ("asd", 12.0, 0.8)),
+    ],
+)
+def test_generate_hands_the_guidance_its_scales(kind, options, want, tmp_path, monkeypatch):
+    """What ``avatar generate`` gives the guidance: the score, its guidance scale and the
+    ControlNet strength, from the recipe unless an option says otherwise."""
+    from avatarcli import api
+
+    seen = []
+    init = DiffusionGuidance.__init__
+
+    def record(self, components, config):
+        seen.append((config.score, config.scale, config.conditioning_scale))
+        init(self, components, config)
+
+    monkeypatch.setattr(DiffusionGuidance, "__init__", record)
+    o = api.GenerateOptions(model=kind, guidance="tiny", steps=1, batch=1, resolution=32, checkpoint_every=0, points_per_triangle=1,
+                            device="cpu", **options)  # fmt: skip
+    api.generate("x", tmp_path / "g.avatar", o)
+    assert seen == [want]
+
+
+def test_head_positions_learn_at_headstudios_decaying_rate(tiny, head_avatar, head_template):
+    """HeadStudio's code: 5e-5 x 4 = 2e-4, halving exponentially over 30 000 steps, then held;
+    scales 5e-3, rotations 1e-3. Bodies keep a constant position rate."""
+    lr = recipe("head", "x").lr
+    assert (lr.position, lr.scale, lr.rotation, lr.color, lr.opacity, lr.shape) == (2e-4, 5e-3, 1e-3, 1.25e-2, 1e-2, 1e-3)
+    assert lr.position_at(0) == 2e-4 and abs(lr.position_at(10_000) / (2e-4 * 0.5 ** (1 / 3)) - 1) < 1e-12
+    assert lr.position_at(30_000) == lr.position_at(90_000) == 1e-4
+    body = recipe("body", "x").lr
+    assert body.position_at(0) == body.position_at(9_000) == 1e-4
+    trainer = Trainer(head_avatar, head_template, _guide(tiny, "nfsd"), _cfg("head"))
+    for _ in range(3):
+        trainer.train_step()
+    assert trainer.optimizers["means"].param_groups[0]["lr"] == lr.position_at(2) < 2e-4  # the rate the last step used
+
+
+def test_recipes_train_on_the_papers_backgrounds():
+    """Heads on black (HeadStudio's code), bodies on grey (DreamWaltz-G's Gaussian stages)."""
+    assert recipe("head", "x").background == (0.0, 0.0, 0.0)
+    assert recipe("body", "x").background == (0.5, 0.5, 0.5)

@@ -52,6 +52,15 @@ OPENPOSE_COLORS = (
 )  # fmt: skip
 HAND_EDGES = tuple((0, 4 * f + 1) if k == 0 else (4 * f + k, 4 * f + k + 1) for f in range(5) for k in range(4))
 HAND_POINT_COLOR = (0, 0, 255)
+# Sizes in pixels at 512 x 512, as the OpenPose ControlNet's annotator draws them
+# (lllyasviel/ControlNet-v1-1-nightly annotator/openpose/util.py): limbs as ellipses of
+# half-width ``stickwidth`` 4 and joints as discs of radius 4 (draw_bodypose); hand edges as
+# lines 2 px thick and hand keypoints as discs of radius 4 (draw_handpose). DreamWaltz-G draws
+# the same sizes (core/human/open_pose.py, adaptive_draw_poses).
+LIMB_HALF_WIDTH = 4.0
+JOINT_RADIUS = 4.0
+HAND_EDGE_HALF_WIDTH = 1.0
+HAND_POINT_RADIUS = 4.0
 # MediaPipe face mesh, RGB
 FACE_COLORS = {
     "face_oval": (10, 200, 10),
@@ -111,18 +120,18 @@ def openpose_image(body: Tensor, body_vis: Tensor, hands: Tensor | None, hands_v
     a = _index([i for i, _ in OPENPOSE_LIMBS], dev)
     b = _index([j for _, j in OPENPOSE_LIMBS], dev)
     limb_vis = body_vis[:, a] & body_vis[:, b]
-    cover = draw.stroke(pix, body[:, a], body[:, b], 4.0 * scale, limb_vis)
+    cover = draw.stroke(pix, body[:, a], body[:, b], LIMB_HALF_WIDTH * scale, limb_vis)
     canvas = draw.paint_layer(canvas, cover, _rgb(OPENPOSE_COLORS[: len(OPENPOSE_LIMBS)], dev), opacity=0.6)
-    canvas = draw.paint_layer(canvas, draw.discs(pix, body, 4.0 * scale, body_vis), _rgb(OPENPOSE_COLORS, dev))
+    canvas = draw.paint_layer(canvas, draw.discs(pix, body, JOINT_RADIUS * scale, body_vis), _rgb(OPENPOSE_COLORS, dev))
     if hands is not None and hands_vis is not None:
         ea = _index([i for i, _ in HAND_EDGES], dev)
         eb = _index([j for _, j in HAND_EDGES], dev)
         bsz, nh = hands.shape[:2]
         pts, vis = hands.reshape(bsz * nh, 21, 2), hands_vis.reshape(bsz * nh, 21)
-        edges = draw.stroke(pix, pts[:, ea], pts[:, eb], 1.0 * scale, vis[:, ea] & vis[:, eb])
+        edges = draw.stroke(pix, pts[:, ea], pts[:, eb], HAND_EDGE_HALF_WIDTH * scale, vis[:, ea] & vis[:, eb])
         edges = edges.reshape(bsz, nh * len(HAND_EDGES), height, width)
         canvas = draw.paint_layer(canvas, edges, _rgb(hand_edge_colors() * nh, dev))
-        dots = draw.discs(pix, pts, 2.0 * scale, vis).reshape(bsz, nh * 21, height, width).amax(1, keepdim=True)
+        dots = draw.discs(pix, pts, HAND_POINT_RADIUS * scale, vis).reshape(bsz, nh * 21, height, width).amax(1, keepdim=True)
         canvas = draw.paint_layer(canvas, dots, _rgb([HAND_POINT_COLOR], dev))
     return canvas
 

@@ -2,9 +2,10 @@
 
 Weights load with ``from_pretrained`` from a Hugging Face hub id or a local folder laid out
 like a diffusers pipeline (``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``,
-``scheduler/``); the ControlNet is a separate id or folder. Only the scheduler's
-``alphas_cumprod`` are used. When the hub is not reachable, only already-cached files are
-looked at, and a failure is one clear error naming the options.
+``scheduler/``); the ControlNet is a separate id or folder. Of the scheduler only its
+``alphas_cumprod`` and ``prediction_type`` are used: a v-prediction model's outputs are turned
+into noise predictions, so every score works on epsilon. When the hub is not reachable, only
+already-cached files are looked at, and a failure is one clear error naming the options.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from avatarcli.errors import AvatarError
 from avatarcli.generate.distributed import whole
 from avatarcli.generate.guidance.protocol import Scene
 from avatarcli.generate.guidance.scores import (
+    GUIDANCE_SCALES,
     HEAD_TIMESTEPS,
     NEGATIVE_PROMPT,
     SCORES,
@@ -60,6 +62,23 @@ DEFAULT_SPECS = {
 }
 
 
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+
+
+def check_prediction_type(prediction_type: str, name: str) -> str:
+    """``prediction_type`` (a diffusers scheduler's) if the scores can use it.
+
+    Raises:
+        AvatarError: a model that predicts something else (the clean sample).
+    """
+    if prediction_type not in PREDICTION_TYPES:
+        raise AvatarError(
+            f"{name}: its UNet predicts {prediction_type!r} (the scheduler's prediction_type); "
+            f"score distillation takes {' or '.join(PREDICTION_TYPES)} models"
+        )
+    return prediction_type
+
+
 @dataclass
 class Components:
     """The networks of one diffusion model, ready on a device."""
@@ -72,6 +91,10 @@ class Components:
     alphas_cumprod: Tensor
     name: str
     vae_scale: int = 8  # image pixels per latent pixel
+    prediction_type: str = "epsilon"  # what the UNet predicts: "epsilon" or "v_prediction" (the scheduler's config)
+
+    def __post_init__(self) -> None:
+        check_prediction_type(self.prediction_type, self.name)
 
     @property
     def scaling_factor(self) -> float:
@@ -131,6 +154,8 @@ def load_components(spec: DiffusionSpec, device: torch.device, dtype: torch.dtyp
     where = "the Hugging Face cache" if local_only else "the Hugging Face hub or its cache"
     try:
         with quiet_loading():
+            scheduler = get(DDPMScheduler, spec.base, "scheduler")
+            prediction = check_prediction_type(str(scheduler.config.get("prediction_type", "epsilon")), spec.base)  # type: ignore[attr-defined]
             unet = get(UNet2DConditionModel, spec.base, "unet", torch_dtype=dtype)
             if spec.encoder is not None:
                 vae = get(AutoencoderTiny, spec.encoder, None, torch_dtype=dtype)
@@ -143,7 +168,6 @@ def load_components(spec: DiffusionSpec, device: torch.device, dtype: torch.dtyp
                     vae = get(AutoencoderKL, spec.vae, None, torch_dtype=dtype)
             text_encoder = get(CLIPTextModel, spec.base, "text_encoder", torch_dtype=dtype)
             tokenizer = get(CLIPTokenizer, spec.base, "tokenizer")
-            scheduler = get(DDPMScheduler, spec.base, "scheduler")
             controlnet = get(ControlNetModel, spec.controlnet, spec.controlnet_subfolder, torch_dtype=dtype) if spec.controlnet else None
     except (OSError, ValueError, KeyError) as exc:
         names = " / ".join(repr(n) for n in (spec.base, spec.controlnet, spec.encoder) if n is not None)
@@ -154,7 +178,8 @@ def load_components(spec: DiffusionSpec, device: torch.device, dtype: torch.dtyp
     modules = [m for m in (unet, vae, text_encoder, controlnet) if m is not None]
     for m in modules:
         m.requires_grad_(False).eval().to(device)  # type: ignore[attr-defined]
-    return Components(unet, vae, text_encoder, tokenizer, controlnet, scheduler.alphas_cumprod.to(device), spec.base, downscale(vae))  # type: ignore[arg-type,attr-defined]
+    return Components(unet, vae, text_encoder, tokenizer, controlnet, scheduler.alphas_cumprod.to(device), spec.base,  # type: ignore[arg-type,attr-defined]
+                      downscale(vae), prediction)  # fmt: skip
 
 
 def downscale(vae: torch.nn.Module) -> int:
@@ -166,10 +191,15 @@ def downscale(vae: torch.nn.Module) -> int:
 
 @dataclass
 class GuidanceConfig:
-    """Score distillation settings (defaults: the head recipe's NFSD; README.md names the recipes)."""
+    """Score distillation settings (defaults: the head recipe's NFSD; README.md names the recipes).
+
+    ``guidance_scale`` None takes the score's own (``scores.GUIDANCE_SCALES``: sds 50, nfsd
+    7.5, asd 7.5); ``conditioning_scale`` is the ControlNet's strength (the recipes set it:
+    1.5 for heads, 1.0 for bodies).
+    """
 
     score: str = "nfsd"
-    guidance_scale: float = 7.5
+    guidance_scale: float | None = None
     negative_scale: float = 1.0
     negative_prompt: str = NEGATIVE_PROMPT
     nfsd_threshold: int = 200
@@ -182,6 +212,11 @@ class GuidanceConfig:
     def __post_init__(self) -> None:
         if self.score not in SCORES:
             raise AvatarError(f"unknown score {self.score!r}: choose {', '.join(SCORES)}")
+
+    @property
+    def scale(self) -> float:
+        """The classifier-free guidance scale in use."""
+        return float(self.guidance_scale if self.guidance_scale is not None else GUIDANCE_SCALES[self.score])
 
 
 def _latents(encoded: object) -> Tensor:
@@ -265,7 +300,10 @@ class DiffusionGuidance:
         return latents.float() * self.c.scaling_factor
 
     def predict(self, latents_t: Tensor, t: Tensor, embeddings: list[Tensor], condition: Tensor | None) -> list[Tensor]:
-        """Noise predictions for each embedding batch, with the ControlNet condition."""
+        """Noise predictions (B, 4, h, w) for each embedding batch (B, 77, D), with the ControlNet
+        condition (B, 3, r, r) or None, for noisy latents ``latents_t`` (B, 4, h, w) at timesteps
+        ``t`` (B,). A v-prediction UNet's outputs v = sqrt(abar) eps - sqrt(1 - abar) x0 come
+        back as eps = sqrt(abar) v + sqrt(1 - abar) x_t."""
         unet, cn = self.c.unet, self.c.controlnet
         dtype = self._dtype
         k = len(embeddings)
@@ -283,6 +321,10 @@ class DiffusionGuidance:
                 kwargs = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
             eps = unet(z, tt, encoder_hidden_states=emb, **kwargs).sample  # type: ignore[operator]
             outs.extend(eps.float().chunk(n))
+        if self.c.prediction_type == "v_prediction":
+            ab = self.c.alphas_cumprod[t].float().view(-1, 1, 1, 1)
+            z_t = latents_t.float()
+            outs = [ab.sqrt() * v + (1 - ab).sqrt() * z_t for v in outs]
         return outs
 
     def loss(
@@ -314,10 +356,10 @@ class DiffusionGuidance:
                 embeds.append(self.embed([cfg.negative_prompt] * b))
             eps = self.predict(z_t, t, embeds, cond)
             if cfg.score == "sds":
-                delta = sds_delta(eps[0], eps[1], noise, cfg.guidance_scale)
+                delta = sds_delta(eps[0], eps[1], noise, cfg.scale)
             elif cfg.score == "nfsd":
-                delta = nfsd_delta(eps[0], eps[1], eps[2], t, cfg.guidance_scale, cfg.negative_scale, cfg.nfsd_threshold)
+                delta = nfsd_delta(eps[0], eps[1], eps[2], t, cfg.scale, cfg.negative_scale, cfg.nfsd_threshold)
             else:
-                delta = asd_delta(eps[0], eps[1], noise, t, cfg.guidance_scale, cfg.asd_tau)
+                delta = asd_delta(eps[0], eps[1], noise, t, cfg.scale, cfg.asd_tau)
             grad = torch.nan_to_num(sds_weight(self.c.alphas_cumprod.float(), t) * delta)
         return distillation_loss(latents, grad, share.total), {"t": t, "elements": latents[0].numel()}
