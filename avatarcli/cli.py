@@ -175,7 +175,11 @@ def generate(
         Optional[int], typer.Option(help="Render size in pixels, a multiple of 8.", show_default=_recipe_default("resolution"))
     ] = None,
     lr_position: Annotated[
-        Optional[float], typer.Option(help="Learning rate of positions at the start (heads: it halves over 30 000 steps).", show_default=_recipe_default("lr.position"))
+        Optional[float],
+        typer.Option(
+            help="Learning rate of positions at the start (heads: it halves over 30 000 steps).",
+            show_default=_recipe_default("lr.position"),
+        ),
     ] = None,
     lr_scale: Annotated[Optional[float], typer.Option(help="Learning rate of scales.", show_default=_recipe_default("lr.scale"))] = None,
     lr_rotation: Annotated[
@@ -586,7 +590,9 @@ def capture(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue from the checkpoint beside the output.")] = False,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints (0: only at the end and on Ctrl-C).")] = 500,
-    force: Annotated[bool, typer.Option("--force", help="Replace a NAME.ckpt or NAME.unfinished.avatar beside the output that no run wrote.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a NAME.ckpt or NAME.unfinished.avatar beside the output that no run wrote.")
+    ] = False,
     template: TemplateOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
