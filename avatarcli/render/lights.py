@@ -65,10 +65,15 @@ def texel_solid_angles(height: int, width: int, dtype: torch.dtype = torch.float
 
 
 def direction_uv(dirs: Tensor) -> tuple[Tensor, Tensor]:
-    """Panorama coordinates (u, v), each (...,) in [0, 1], of directions (..., 3)."""
+    """Panorama coordinates (u, v), each (...,) in [0, 1], of directions (..., 3). Their gradients
+    stay finite at the poles (where the azimuth is undefined and asin's slope infinite)."""
     d = F.normalize(dirs, dim=-1)
-    u = torch.atan2(-d[..., 0], d[..., 2]) / (2 * math.pi) + 0.5
-    v = 0.5 - torch.asin(d[..., 1].clamp(-1.0, 1.0)) / math.pi
+    x, y, z = d.unbind(-1)
+    # within a milliradian of a pole every azimuth is the same place: no gradient through it there
+    near = x * x + z * z < 1e-6
+    x, z = torch.where(near, x.detach(), x), torch.where(near, z.detach() + 1e-9, z)
+    u = torch.atan2(-x, z) / (2 * math.pi) + 0.5
+    v = 0.5 - torch.asin(y.clamp(-1.0 + 1e-6, 1.0 - 1e-6)) / math.pi
     return u, v
 
 

@@ -127,3 +127,12 @@ def test_maps_of_a_learnt_light_carry_gradients_to_its_radiance():
     dirs = F.normalize(torch.randn(1, 10, 3), dim=-1)
     (maps.diffuse(dirs).sum() + maps.reflected(dirs, torch.rand(10)).sum()).backward()
     assert radiance.grad is not None and bool((radiance.grad.abs() > 0).any())
+
+
+def test_lookups_at_the_poles_have_finite_gradients():
+    """A reflection straight up or down (its azimuth undefined, asin's slope infinite there)
+    must not send NaN or huge gradients into the normals it came from."""
+    maps = L.light_maps(torch.rand(16, 32, 3, generator=torch.Generator().manual_seed(2)))
+    dirs = torch.tensor([[[0.0, 1.0, 0.0], [0.0, -1.0, 0.0], [1e-9, 1.0, 0.0], [0.3, 0.4, 0.5]]], requires_grad=True)
+    maps.reflected(dirs, torch.rand(4)).sum().backward()
+    assert bool(torch.isfinite(dirs.grad).all()) and float(dirs.grad.abs().max()) < 10.0
