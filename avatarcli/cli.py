@@ -316,7 +316,7 @@ def info(
     table = Table(title=escape(avatar) if avatar != "-" else "standard input", show_header=False)
     table.add_column(style="bold")
     table.add_column()
-    for key in ("kind", "binding", "stage", "gaussians", "sh_degree", "prompt", "seed"):
+    for key in ("kind", "binding", "stage", "gaussians", "sh_degree", "materials", "prompt", "seed"):
         table.add_row(key, escape(str(facts.get(key))))
     t = facts["template"]
     table.add_row("template", escape(f"{t.get('name')} ({t.get('vertices')} vertices, sha256 {str(t.get('sha256'))[:12]})"))

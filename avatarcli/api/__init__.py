@@ -18,7 +18,17 @@ from avatarcli.api.capture import CaptureOptions, CaptureResult, capture, check_
 from avatarcli.api.creation import info, init, rig
 from avatarcli.api.exporting import EXPORT_FORMATS, export, export_format
 from avatarcli.api.generation import LEARNING_RATES, GenerateOptions, GenerateResult, check_generate_inputs, compile_cache, generate
-from avatarcli.api.inputs import AvatarInput, MotionInput, check_finite, check_kind, check_seed, load_avatar, load_motion
+from avatarcli.api.inputs import (
+    AvatarInput,
+    LightInput,
+    MotionInput,
+    check_finite,
+    check_kind,
+    check_seed,
+    load_avatar,
+    load_light,
+    load_motion,
+)
 from avatarcli.api.motions import builtin_motions, motion
 from avatarcli.api.playback import AnimateResult, animate, check_animate_inputs, render
 from avatarcli.api.tracking import TrackResult, track
@@ -30,9 +40,9 @@ from avatarcli.render.clip import AnimateOptions
 __all__ = [
     "EXPORT_FORMATS", "LEARNING_RATES", "AnimateOptions", "AnimateResult", "AvatarInput", "CaptureOptions", "CaptureResult",
     "GenerateOptions",
-    "GenerateResult", "MotionInput", "StepReport", "TrackResult", "TrackSettings", "animate", "builtin_motions",
+    "GenerateResult", "LightInput", "MotionInput", "StepReport", "TrackResult", "TrackSettings", "animate", "builtin_motions",
     "capture", "check_animate_inputs", "check_capture_inputs",
     "check_finite", "check_generate_inputs", "check_kind", "check_seed", "checkpoint_path",
-    "compile_cache", "export", "export_format", "generate", "info", "init", "load_avatar", "load_motion", "motion",
+    "compile_cache", "export", "export_format", "generate", "info", "init", "load_avatar", "load_light", "load_motion", "motion",
     "render", "rig", "track", "unfinished_path",
 ]  # fmt: skip
