@@ -24,7 +24,7 @@ from torch import Tensor
 
 from avatarcli.capture.footage import Footage, FootageRecorder, training_size
 from avatarcli.capture.frames import FrameSource, PriorWeights, video_cameras
-from avatarcli.capture.lighting import VideoLight
+from avatarcli.capture.lighting import VideoLight, facing_camera
 from avatarcli.capture.photometric import LossWeights, PhotometricLoss, masked_psnr, masked_ssim
 from avatarcli.capture.regions import PERSON, head_weights
 from avatarcli.errors import AvatarError
@@ -175,7 +175,7 @@ def make_trainer(prepared: Prepared, template: Template, settings: CaptureSettin
     fp = prepared.footage
     source = FrameSource(prepared.poses, prepared.cameras, prepared.train, settings.seed, settings.prior, device=device)
     loss = PhotometricLoss(fp.frames, fp.person, prepared.weights, device, settings.loss, settings.seed)
-    lights = VideoLight(device) if settings.relightable else None
+    lights = VideoLight(device, facing_camera(prepared.cameras)) if settings.relightable else None
     return Trainer(start, template, loss, config, source=source, lights=lights)
 
 

@@ -44,6 +44,7 @@ LUMINANCE = (0.2126, 0.7152, 0.0722)  # Rec. 709
 # the clamped cosine's convolution per band, divided by pi (Ramamoorthi and Hanrahan)
 IRRADIANCE_BANDS = (1.0, 2.0 / 3.0, 2.0 / 3.0, 2.0 / 3.0, 0.25, 0.25, 0.25, 0.25, 0.25)
 MIN_ALPHA = 1e-3  # GGX alpha = roughness^2, floored (a mirror reflects the nearest texel)
+FACING_COS = 0.5  # peak_irradiance(facing=...) looks at normals within 60 degrees of that direction
 
 
 # -- directions on the panorama -------------------------------------------------------------
@@ -223,10 +224,13 @@ def light_maps(radiance: Tensor) -> LightMaps:
     return LightMaps(coeffs[None], spec.permute(3, 0, 1, 2)[None].contiguous())
 
 
-def peak_irradiance(coeffs: Tensor, size: tuple[int, int] = PREFILTER_SIZE) -> Tensor:
-    """The largest ``E(n) / pi`` (3,) over normals on a grid, of coefficients (9, 3), per channel."""
-    dirs = equirect_directions(*size, coeffs.dtype, coeffs.device).reshape(1, -1, 3)
-    return evaluate_irradiance(coeffs[None], dirs)[0].max(0).values
+def peak_irradiance(coeffs: Tensor, facing: Tensor | None = None, size: tuple[int, int] = PREFILTER_SIZE) -> Tensor:
+    """The largest ``E(n) / pi`` (3,) over normals on a grid, of coefficients (9, 3), per channel;
+    with ``facing`` (3,), over the normals within 60 degrees of it only."""
+    dirs = equirect_directions(*size, coeffs.dtype, coeffs.device).reshape(-1, 3)
+    if facing is not None:
+        dirs = dirs[dirs @ facing.to(dirs) > FACING_COS]
+    return evaluate_irradiance(coeffs[None], dirs[None])[0].max(0).values
 
 
 def luminance(rgb: Tensor) -> Tensor:

@@ -66,3 +66,32 @@ def test_a_relightable_capture_learns_materials_and_its_light(head_template):
     assert scores["frames"] == 2.0 and 0.0 < scores["psnr"] < 100.0
     avatar = trainer.avatar(final=True)
     assert avatar.material is not None and avatar.material.light.shape == (16, 32, 3)
+
+
+def test_light_the_video_never_shows_neither_scales_nor_tints_what_it_does():
+    """Normalised over the normals facing the camera, a bright coloured lamp behind the person
+    leaves the light in front nearly as it was (normalised over every normal, it dims and tints
+    it); what is left is the lamp reaching side-facing normals, and order-2 ringing."""
+    from avatarcli.render.lights import equirect_directions
+
+    facing = torch.tensor([0.0, 0.0, 1.0])
+    light, everywhere = VideoLight(CPU, facing), VideoLight(CPU)
+    front = light.radiance().detach().clone()
+    behind = equirect_directions(16, 32)[..., 2] < -0.8
+    with torch.no_grad():
+        for lit in (light, everywhere):
+            lit.log_radiance[behind] += torch.tensor([3.0, 1.0, 0.0])
+    seen = equirect_directions(16, 32)[..., 2] > 0.5
+    change = ((light.radiance()[seen] / front[seen]) - 1).abs().mean(0)
+    change_everywhere = ((everywhere.radiance()[seen] / front[seen]) - 1).abs().mean(0)
+    assert float(change.max()) < 0.25 and float(change_everywhere.max()) > 0.6, (change, change_everywhere)
+
+
+def test_the_light_keeps_one_colour_unless_the_frames_insist():
+    light = VideoLight(CPU, smooth=0.0, colour=1.0)
+    with torch.no_grad():
+        light.log_radiance += torch.tensor([0.5, 0.0, -0.5])  # tinted, but the same tint everywhere: free
+    assert float(light.prior().detach()) < 1e-10
+    with torch.no_grad():
+        light.log_radiance[2:6, 3:9] += torch.tensor([1.0, 0.0, 0.0])  # a red patch
+    assert float(light.prior().detach()) > 1e-3
