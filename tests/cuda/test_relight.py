@@ -86,7 +86,7 @@ def test_the_relighting_gauge_small_on_the_gpu() -> None:
 def test_relightable_generate_then_animate_render_and_export_with_lights(kind: str, models: Models, tmp_path: Path) -> None:
     out = tmp_path / f"{kind}.avatar"
     avatar("generate", PROMPTS[kind], "--model", kind, "--diffusion", models.base, "--controlnet", models.controlnet, "--device", "cuda",
-           "--relightable", "--steps", "60", "--batch", "4", "--resolution", "512", "--checkpoint-every", "30", "-o", out)  # fmt: skip
+           "--relightable", "--steps", "40", "--batch", "4", "--resolution", "512", "--checkpoint-every", "20", "-o", out)  # fmt: skip
     meta = metadata(out)
     assert meta["stage"] == "generated" and "material" in meta
     info = json.loads(avatar("info", out, "--json").stdout)
