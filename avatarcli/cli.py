@@ -58,6 +58,9 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cud
 DIFFUSION_DEFAULTS = {kind: spec.base for kind, spec in DEFAULT_SPECS.items()}
 CONTROLNET_DEFAULTS = {kind: spec.controlnet for kind, spec in DEFAULT_SPECS.items()}
 SUBFOLDER_DEFAULTS = {kind: spec.controlnet_subfolder for kind, spec in DEFAULT_SPECS.items()}
+LIGHT_HELP = "Lights an avatar with materials: studio, softbox, daylight, sunset, overcast, night or an .hdr / .exr panorama."
+LightOpt = Annotated[Optional[str], typer.Option(help=LIGHT_HELP + " Default: its own light.")]
+RelightOpt = Annotated[bool, typer.Option(help="Learn materials (albedo, roughness, specular), not colours: relightable with --light.")]
 ForceOpt = Annotated[
     bool, typer.Option("--force", help="Write into an output folder that already holds files (same-named files are replaced, others kept).")
 ]
@@ -223,8 +226,9 @@ def generate(
             "and add previews to a NAME.previews/ that holds other files.",
         ),
     ] = False,
+    relightable: RelightOpt = False,
 ) -> None:
-    """Generate an animatable avatar from a text prompt by score distillation."""
+    """Generate an animatable avatar from a text prompt by score distillation (under random lights with --relightable)."""
     from rich.progress import TextColumn
 
     from avatarcli import api
@@ -247,7 +251,7 @@ def generate(
         stages=tuple(s.strip() for s in stages.split(",")) if stages is not None else None, steps=steps, batch=batch, resolution=resolution,
         learning_rates={k: v for k, v in rates.items() if v is not None}, seed=seed, checkpoint_every=checkpoint_every,
         preview_every=preview_every, low_memory=low_memory, compile=compile_networks, points_per_triangle=points_per_triangle,
-        template=template, device=device, gpus=gpus,
+        template=template, device=device, gpus=gpus, relightable=relightable,
     )  # fmt: skip
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, the first process reports for all
         console.quiet = True
@@ -329,7 +333,7 @@ def info(
     table = Table(title=escape(avatar) if avatar != "-" else "standard input", show_header=False)
     table.add_column(style="bold")
     table.add_column()
-    for key in ("kind", "binding", "stage", "gaussians", "sh_degree", "prompt", "seed"):
+    for key in ("kind", "binding", "stage", "gaussians", "sh_degree", "materials", "prompt", "seed"):
         table.add_row(key, escape(str(facts.get(key))))
     t = facts["template"]
     table.add_row("template", escape(f"{t.get('name')} ({t.get('vertices')} vertices, sha256 {str(t.get('sha256'))[:12]})"))
@@ -351,6 +355,7 @@ def render(
     size: Annotated[str, typer.Option(help="Image size: N or WxH.")] = "512",
     elevation: Annotated[float, typer.Option(help="Camera elevation in degrees.")] = 5.0,
     background: Annotated[str, typer.Option(help="white, black, gray, #rrggbb or r,g,b.")] = "white",
+    light: LightOpt = None,
     template: TemplateOpt = None,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
@@ -360,7 +365,7 @@ def render(
 
     wh = api.parse_size(size)
     api.render(avatar, output, views=views, size=wh, elevation=elevation, background=api.parse_color(background), template=template,
-               device=device, force=force)  # fmt: skip
+               device=device, force=force, light=light)  # fmt: skip
     summary("avatar render", [("wrote", output), ("views", str(views)), ("size", f"{wh[0]}x{wh[1]}")])
 
 
@@ -425,6 +430,8 @@ def animate(
     end: Annotated[Optional[float], typer.Option(help="Last second of the motion to use.")] = None,
     motion_fps: Annotated[Optional[float], typer.Option("--motion-fps", help="Frame rate of .npy motions, which do not store one.")] = None,
     batch: Annotated[int, typer.Option(help="Frames rendered together.")] = 8,
+    light: LightOpt = None,
+    light_rotate: Annotated[float, typer.Option(help="Degrees a second the light turns about the vertical axis.")] = 0.0,
     template: TemplateOpt = None,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
@@ -449,7 +456,7 @@ def animate(
             bar.update(task, completed=done, total=total, rate=f"{speed:.1f} frames/s" if speed else "")
 
         result = api.animate(avatar, motion, output, options, motion_fps=motion_fps, template=template, device=device, on_notice=warn,
-                             on_frames=on_frames, force=force)  # fmt: skip
+                             on_frames=on_frames, force=force, light=light, light_rotate=light_rotate)  # fmt: skip
     rows = [("wrote", output), ("motion", result.motion.source), ("frames", duration_text(len(result.plan), result.plan.fps)),
             ("size", f"{wh[0]}x{wh[1]}"), ("camera", result.plan.camera)]  # fmt: skip
     summary("avatar animate", rows)
@@ -508,6 +515,7 @@ def export(
         typer.Option(help="SH degree written to .ply (3 suits every viewer; missing bands are zero); .splat.glb: at most the avatar's."),
     ] = 3,
     motion_fps: Annotated[Optional[float], typer.Option("--motion-fps", help="Frame rate of .npy motions, which do not store one.")] = None,
+    light: LightOpt = None,
     template: TemplateOpt = None,
     device: DeviceOpt = "cpu",
     force: ForceOpt = False,
@@ -516,7 +524,7 @@ def export(
     from avatarcli import api
 
     written = api.export(avatar, output, fmt=fmt, motion=motion, frame=frame, sequence=sequence, sh_degree=sh_degree,
-                         motion_fps=motion_fps, template=template, device=device, force=force)  # fmt: skip
+                         motion_fps=motion_fps, template=template, device=device, force=force, light=light)  # fmt: skip
     rows = [("wrote", output if len(written) == 1 else f"{output}/ ({len(written)} files)")]
     if motion is not None:
         rows.append(("motion", motion))
@@ -593,6 +601,7 @@ def capture(
     force: Annotated[
         bool, typer.Option("--force", help="Replace a NAME.ckpt or NAME.unfinished.avatar beside the output that no run wrote.")
     ] = False,
+    relightable: RelightOpt = False,
     template: TemplateOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -605,7 +614,7 @@ def capture(
     track = api.TrackSettings(start=start, end=end, fov=fov, elevation=elevation, hands=False)
     options = api.CaptureOptions(model=model, track=track, holdout=holdout, steps=steps, batch=batch, resolution=resolution,
                                  points_per_triangle=points_per_triangle, seed=seed, checkpoint_every=checkpoint_every,
-                                 template=template, device=device)  # fmt: skip
+                                 template=template, device=device, relightable=relightable)  # fmt: skip
     api.check_capture_inputs(video, output, options, resume, force)
     before = _stamp(api.checkpoint_path(output))
     names = {"detecting": "reading the video (landmarks, person masks)", "fitting": "tracking", "scoring": "scoring held-out frames"}

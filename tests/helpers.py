@@ -177,3 +177,40 @@ def peak_memory(args: list[str], stdin_command: str | None = None, timeout: floa
     env = {**os.environ, "PYTHONPATH": str(root)}
     r = subprocess.run([sys.executable, "-c", probe, command], capture_output=True, text=True, env=env, timeout=timeout)
     return r.returncode, r.stderr, int(r.stdout.split()[-1]) * 1024  # ru_maxrss is in KiB on Linux
+
+
+def encode_hdr(image, rle: bool = True) -> bytes:  # type: ignore[no-untyped-def]
+    """Linear radiance (H, W, 3) as Radiance .hdr bytes, flat or run-length encoded (as Radiance
+    and HDR tools write them), for tests of the reader and of ``--light FILE.hdr``."""
+    import numpy as np
+
+    h, w, _ = image.shape
+    img = np.asarray(image, np.float64).clip(0, None)
+    peak = img.max(-1)
+    mant, exp = np.frexp(peak)
+    keep = peak > 1e-32
+    scale = np.where(keep, mant * 256.0 / np.where(keep, peak, 1.0), 0.0)
+    rgbe = np.zeros((h, w, 4), np.uint8)
+    rgbe[..., :3] = np.where(keep[..., None], np.floor(img * scale[..., None]).clip(0, 255), 0).astype(np.uint8)
+    rgbe[..., 3] = np.where(keep, exp + 128, 0).astype(np.uint8)
+    out = bytearray(b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n" + f"-Y {h} +X {w}\n".encode())
+    for row in rgbe:
+        if not rle or not 8 <= w < 32768:
+            out += row.tobytes()
+            continue
+        out += bytes([2, 2, w >> 8, w & 255])
+        for c in range(4):
+            chan, x = row[:, c], 0
+            while x < w:
+                run = 1
+                while x + run < w and run < 127 and chan[x + run] == chan[x]:
+                    run += 1
+                if run >= 3:
+                    out += bytes([128 + run, int(chan[x])])
+                    x += run
+                    continue
+                start = x
+                while x < w and x - start < 128 and not (x + 2 < w and chan[x] == chan[x + 1] == chan[x + 2]):
+                    x += 1
+                out += bytes([x - start]) + chan[start:x].tobytes()
+    return bytes(out)

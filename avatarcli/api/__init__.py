@@ -28,11 +28,13 @@ from avatarcli.api.generation import (
 )
 from avatarcli.api.inputs import (
     AvatarInput,
+    LightInput,
     MotionInput,
     check_finite,
     check_kind,
     check_seed,
     load_avatar,
+    load_light,
     load_motion,
     parse_color,
     parse_size,
@@ -48,8 +50,8 @@ from avatarcli.render.clip import AnimateOptions
 __all__ = [
     "EXPORT_FORMATS", "LEARNING_RATES", "AnimateOptions", "AnimateResult", "AvatarInput", "CaptureOptions", "CaptureResult",
     "GenerateOptions",
-    "GenerateResult", "MotionInput", "StepReport", "TrackResult", "TrackSettings", "animate", "builtin_motions",
+    "GenerateResult", "LightInput", "MotionInput", "StepReport", "TrackResult", "TrackSettings", "animate", "builtin_motions",
     "capture", "check_animate_inputs", "check_capture_inputs", "check_finite", "check_generate_inputs", "check_kind",
     "check_seed", "checkpoint_path", "compile_cache", "default_output", "export", "export_format", "generate", "info", "init",
-    "load_avatar", "load_motion", "motion", "parse_color", "parse_size", "render", "rig", "track", "unfinished_path",
+    "load_avatar", "load_light", "load_motion", "motion", "parse_color", "parse_size", "render", "rig", "track", "unfinished_path",
 ]  # fmt: skip

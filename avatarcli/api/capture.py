@@ -39,6 +39,7 @@ class CaptureOptions:
         steps, batch, resolution, points_per_triangle, seed, refine_steps: see
             :class:`~avatarcli.capture.fit.CaptureSettings`.
         checkpoint_every: steps between checkpoints (0: only at the end and on interruption).
+        relightable: learn materials and the video's light instead of colours.
         template: a user's SMPL-X / FLAME file or folder.
         device: "auto", "cpu", "cuda" or "cuda:N".
     """
@@ -55,10 +56,11 @@ class CaptureOptions:
     checkpoint_every: int = 500
     template: str | Path | None = None
     device: str = "auto"
+    relightable: bool = False
 
     def settings(self) -> CaptureSettings:
         return CaptureSettings(self.track, self.holdout, self.steps, self.batch, self.resolution, self.points_per_triangle,
-                               self.seed, self.refine_steps)  # fmt: skip
+                               self.seed, self.refine_steps, relightable=self.relightable)  # fmt: skip
 
 
 @dataclass

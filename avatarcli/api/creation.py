@@ -118,6 +118,7 @@ def info(avatar: AvatarInput, template: str | Path | None = None) -> dict[str, A
         "template": meta.get("template", {}),
         "bounds": bounds,
         "extra_tensors": sorted(av.extra),
+        "materials": None if av.material is None else {"light": "captured" if av.material.light is not None else None},
         "history": meta.get("history", []),
         "format_version": meta.get("version"),
     }

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from avatarcli.api.inputs import AvatarInput, MotionInput, load_avatar, load_motion, paths
+from avatarcli.api.inputs import AvatarInput, LightInput, MotionInput, load_avatar, load_light, load_motion, paths
 from avatarcli.devices import resolve_device
 from avatarcli.errors import AvatarError
 from avatarcli.fileio import atomic_folder, check_output
@@ -15,7 +16,9 @@ from avatarcli.formats.ply import write_gsplat_format, write_ply
 from avatarcli.formats.splat_gltf import write_splat_glb
 from avatarcli.formats.web_player import write_html
 from avatarcli.model.avatar import Avatar
+from avatarcli.model.gaussians import Gaussians, PosedGaussians
 from avatarcli.motion.motion import Motion, check_fps, to_template_poses
+from avatarcli.render.shading import Lighting, bake_light, own_light
 from avatarcli.templates.loading import load_template
 from avatarcli.templates.template import Pose, Template
 
@@ -83,6 +86,7 @@ def export(
     template: str | Path | None = None,
     device: str = "cpu",
     force: bool = False,
+    light: LightInput | None = None,
 ) -> list[Path]:
     """Write the avatar in a format other tools open; returns the files written.
 
@@ -94,6 +98,11 @@ def export(
     Gaussian formats are the rest pose, or ``frame`` of ``motion``; ``sequence`` writes one
     .ply per motion frame into the folder ``output`` (``force``: one that already holds files,
     replacing only files of the same names).
+
+    Every format carries colour, not materials: an avatar with materials is lit by ``light``
+    (a preset's name, an .hdr / .exr panorama or a light; default: its own) and the light baked
+    into each Gaussian's colour as seen head-on (:func:`~avatarcli.render.shading.baked_colors`),
+    at the exported pose (the rest pose for .glb and .html, whose colours ride the motion).
     """
     kind = "ply" if sequence else export_format(output, fmt)
     if not 0 <= sh_degree <= 3:
@@ -114,9 +123,15 @@ def export(
     if motion_fps is not None:
         check_fps(motion_fps, "the motion frame rate")
     check_output(output, "folder" if sequence else "file", force, inputs=paths(avatar, motion, template))
+    lit = load_light(light)
     av = load_avatar(avatar)
     mot = load_motion(motion, av.kind, motion_fps) if motion is not None else None
     tpl = load_template(av.kind, template, resolve_device(device))
+    lit = (lit or own_light(av)) if av.material is not None else None
+    lighting = None if lit is None else Lighting.of(lit, tpl.device)
+    if lighting is not None and kind in ("glb", "html"):
+        with torch.no_grad():
+            av = baked_avatar(av, tpl, lighting)
     if kind == "glb":
         write_glb(av, tpl, output, mot)
         return [Path(output)]
@@ -132,8 +147,8 @@ def export(
     with torch.no_grad():
         if sequence:
             assert poses is not None
-            return _write_sequence(av, tpl, poses, Path(output), sh_degree, force)
-        g = av.posed(tpl, None if poses is None else poses.index([frame or 0])).gaussians(0)
+            return _write_sequence(av, tpl, poses, Path(output), sh_degree, force, lighting)
+        g = _gaussians(av, tpl, av.posed(tpl, None if poses is None else poses.index([frame or 0])), 0, lighting)
     if kind == "ply":
         write_ply(g, output, sh_degree)
     elif kind == "splat-gltf":
@@ -143,9 +158,26 @@ def export(
     return [Path(output)]
 
 
+def baked_avatar(avatar: Avatar, template: Template, lighting: Lighting) -> Avatar:
+    """A copy of ``avatar`` without materials whose colours are its materials lit at rest."""
+    av = avatar.to(template.device)
+    g = bake_light(av, template, av.posed(template), lighting)
+    out = av.select(torch.arange(len(av), device=template.device))  # a copy
+    out.gaussians = replace(out.gaussians, sh=g.sh)
+    out.material = None
+    return out
+
+
+def _gaussians(avatar: Avatar, template: Template, posed: PosedGaussians, b: int, lighting: Lighting | None) -> Gaussians:
+    """Pose ``b`` of ``posed`` as world-space Gaussians, its light baked in when there is one."""
+    one = posed.frame(b)
+    return one.gaussians(0) if lighting is None else bake_light(avatar, template, one, lighting)
+
+
 def _write_sequence(
-    avatar: Avatar, template: Template, poses: Pose, folder: Path, sh_degree: int, force: bool = False, chunk: int = 16
-) -> list[Path]:
+    avatar: Avatar, template: Template, poses: Pose, folder: Path, sh_degree: int, force: bool = False,
+    lighting: Lighting | None = None, chunk: int = 16,
+) -> list[Path]:  # fmt: skip
     """One .ply per pose, ``frame_NNNN.ply``, into ``folder`` (atomically; see ``atomic_folder``)."""
     total = poses.batch
     digits = max(4, len(str(total - 1)))
@@ -155,5 +187,5 @@ def _write_sequence(
             idx = list(range(start, min(start + chunk, total)))
             pg = avatar.posed(template, poses.index(idx))
             for b, i in enumerate(idx):
-                write_ply(pg.gaussians(b), tmp / names[i], sh_degree)
+                write_ply(_gaussians(avatar, template, pg, b, lighting), tmp / names[i], sh_degree)
     return [folder / n for n in names]

@@ -22,6 +22,7 @@ from avatarcli.generate.trainer import StepReport, Trainer
 from avatarcli.model import avatar_file
 from avatarcli.model.avatar import Avatar, history_entry
 from avatarcli.model.initialize import init_avatar
+from avatarcli.model.material import with_material
 from avatarcli.templates.loading import load_template
 
 LEARNING_RATES = ("position", "scale", "rotation", "color", "opacity", "shape")
@@ -56,6 +57,8 @@ class GenerateOptions:
         device: "auto", "cpu", "cuda" or "cuda:N".
         gpus: processes training together, one per GPU (with ``device`` "cpu": CPU
             processes, for tests).
+        relightable: learn materials under a random light per view instead of colours (an
+            avatar from ``source`` that has none gets them; one that has them always learns them).
     """
 
     model: str = "head"
@@ -82,6 +85,7 @@ class GenerateOptions:
     template: str | Path | None = None
     device: str = "auto"
     gpus: int = 1
+    relightable: bool = False
 
 
 @dataclass
@@ -227,6 +231,8 @@ def _generate(
     tpl = load_template(o.model, o.template, dev)
     if start is None:
         start = init_avatar(tpl, o.points_per_triangle, o.seed)
+    if o.relightable:
+        start = with_material(start, tpl)
     gcfg = GuidanceConfig(
         score=o.score or DEFAULT_SCORE[o.model], guidance_scale=o.cfg_scale,
         negative_prompt=o.negative_prompt or NEGATIVE_PROMPT, timesteps=cfg.timesteps, conditioning_scale=cfg.control_scale,

@@ -10,15 +10,18 @@ import torch
 
 from avatarcli.errors import AvatarError
 from avatarcli.fileio import STDIO, PathInput, check_output
+from avatarcli.formats.environment import ENVIRONMENT_SUFFIXES, read_environment
 from avatarcli.model import avatar_file
 from avatarcli.model.avatar import Avatar
 from avatarcli.motion.builtin import BUILTINS, builtin_motion, find_builtin
 from avatarcli.motion.motion import Motion
 from avatarcli.motion.readers import read_motion
+from avatarcli.render.lights import PRESETS, EnvironmentLight, preset_light
 from avatarcli.templates.loading import KINDS
 
 AvatarInput = Avatar | str | Path
 MotionInput = Motion | str | Path
+LightInput = EnvironmentLight | str | Path
 MAX_SEED = 2**63 - 1
 MAX_PIXELS = 1 << 26  # pixels rendered at once (64 views of 1024 x 1024): bounds render's views, animate's batch
 MAX_BATCH = 256
@@ -155,3 +158,19 @@ def save_avatar(avatar: Avatar, output: str | Path | None, history: str | None) 
         avatar.add_history(history)
     if output is not None:
         avatar_file.save(avatar, output)
+
+
+def load_light(light: LightInput | None) -> EnvironmentLight | None:
+    """A light object as it is, a preset's name (``PRESETS``), or an .hdr / .exr panorama; None stays None."""
+    if light is None or isinstance(light, EnvironmentLight):
+        return light
+    text = str(light)
+    if text in PRESETS:
+        return preset_light(text)
+    if Path(text).suffix.lower() in ENVIRONMENT_SUFFIXES:
+        return read_environment(text)
+    raise AvatarError(f"unknown light {text!r}: choose {', '.join(PRESETS)} or an .hdr / .exr panorama")
+
+
+def check_light_rotation(degrees_per_second: float) -> None:
+    check_finite("the light's rotation", degrees_per_second, -36_000.0, 36_000.0)

@@ -14,11 +14,14 @@ from avatarcli.api.inputs import (
     MAX_BATCH,
     MAX_PIXELS,
     AvatarInput,
+    LightInput,
     MotionInput,
     check_finite,
     check_frame_size,
+    check_light_rotation,
     check_order,
     load_avatar,
+    load_light,
     load_motion,
     paths,
 )
@@ -82,6 +85,8 @@ def animate(
     on_notice: Callable[[str], None] | None = None,
     on_frames: Callable[[int, int], None] | None = None,
     force: bool = False,
+    light: LightInput | None = None,
+    light_rotate: float = 0.0,
 ) -> AnimateResult:
     """Drive ``avatar`` with ``motion`` (a file, a built-in name or a Motion) and write the
     frames to ``output``: a folder of PNGs, an .mp4 or a .gif.
@@ -91,22 +96,28 @@ def animate(
         on_frames: called with (frames done, frames in all) as frames are written.
         force: write PNG frames into a folder that already holds files (files of the same
             names are replaced; others are kept).
+        light: what an avatar with materials is lit by: a preset's name, an .hdr / .exr
+            panorama or a light (default: its own); an avatar of colours shows them as they are.
+        light_rotate: degrees a second the light turns about the vertical axis.
     """
     o = options or AnimateOptions()
     check_order(avatar, motion)
     check_animate_inputs(output, o, motion_fps=motion_fps, force=force, inputs=paths(avatar, motion, template))
+    check_light_rotation(light_rotate)
+    lit = load_light(light)
     dev = resolve_device(device)
     av = load_avatar(avatar)
     mot = load_motion(motion, av.kind, motion_fps)
     tpl = load_template(av.kind, template, dev)
     plan = plan_frames(av, tpl, mot, o)
-    for note in (plan.retarget.converted_from, expression_notice(plan.retarget)):
+    unlit = "the avatar has no materials: --light does not change its colours" if lit is not None and av.material is None else None
+    for note in (plan.retarget.converted_from, expression_notice(plan.retarget), unlit):
         if note and on_notice is not None:
             on_notice(note)
     done = 0
     batch = min(o.batch, max(1, MAX_PIXELS // (o.size[0] * o.size[1])))  # what fits in memory at once
     with FrameWriter(output, plan.fps, o.size, frames=len(plan), force=force) as writer:
-        for frames in render_frames(av, tpl, plan, o.background, batch):
+        for frames in render_frames(av, tpl, plan, o.background, batch, lit, light_rotate):
             for frame in frames:
                 writer.add(frame)
             done += len(frames)
@@ -127,10 +138,11 @@ def render(
     template: str | Path | None = None,
     device: str = "auto",
     force: bool = False,
+    light: LightInput | None = None,
 ) -> Path:
     """Turntable views of the rest pose: one .png with the views side by side, or a folder
     of ``view_NNNN.png`` (``force``: into a folder that already holds files, replacing only
-    files of the same names)."""
+    files of the same names); an avatar with materials lit by ``light`` (as for :func:`animate`)."""
     if views < 1:
         raise AvatarError(f"at least one view is needed (got {views})")
     check_frame_size(size)
@@ -143,11 +155,12 @@ def render(
     if out.suffix and out.suffix.lower() != ".png":
         raise AvatarError(f"cannot write views to {output}: name a .png (views side by side) or a folder")
     check_output(output, "file" if out.suffix else "folder", force, inputs=paths(avatar, template))
+    lit = load_light(light)
     dev = resolve_device(device)
     av = load_avatar(avatar)
     tpl = load_template(av.kind, template, dev)
     bg = background if background is not None else torch.ones(3)
-    images = to_uint8(render_views(av, tpl, views, size, bg, elevation))
+    images = to_uint8(render_views(av, tpl, views, size, bg, elevation, lit))
     if out.suffix:
         write_png(grid(images), out)
     else:

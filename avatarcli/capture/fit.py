@@ -24,6 +24,7 @@ from torch import Tensor
 
 from avatarcli.capture.footage import Footage, FootageRecorder, training_size
 from avatarcli.capture.frames import FrameSource, PriorWeights, video_cameras
+from avatarcli.capture.lighting import VideoLight, facing_camera
 from avatarcli.capture.photometric import LossWeights, PhotometricLoss, masked_psnr, masked_ssim
 from avatarcli.capture.regions import PERSON, head_weights
 from avatarcli.errors import AvatarError
@@ -32,11 +33,11 @@ from avatarcli.generate.distributed import whole
 from avatarcli.generate.guidance.protocol import Scene
 from avatarcli.generate.trainer import Trainer
 from avatarcli.model.initialize import init_avatar
+from avatarcli.model.material import with_material
 from avatarcli.motion.segmentation import PersonSegmenter
 from avatarcli.motion.tracking import Progress, Tracked, TrackSettings, span_seconds, track_video
 from avatarcli.motion.video import VideoInfo
 from avatarcli.render.cameras import Cameras
-from avatarcli.render.rasterize import render_gaussians
 from avatarcli.templates.template import Pose, Template
 
 MIN_SECONDS = 1.0  # the shortest span capture fits
@@ -57,6 +58,8 @@ class CaptureSettings:
         seed: seeds the sampling, frame draws and background colours.
         refine_steps: steps refining the held-out frames' poses before they are scored.
         loss: the photometric loss's weights; prior: what pose corrections cost.
+        relightable: learn materials and the video's light instead of colours
+            (:mod:`~avatarcli.capture.lighting`).
     """
 
     track: TrackSettings = field(default_factory=TrackSettings)
@@ -69,6 +72,7 @@ class CaptureSettings:
     refine_steps: int = 100
     loss: LossWeights = field(default_factory=LossWeights)
     prior: PriorWeights = field(default_factory=PriorWeights)
+    relightable: bool = False
 
     def check(self) -> None:
         """Raise AvatarError for settings out of range."""
@@ -169,11 +173,14 @@ def make_trainer(prepared: Prepared, template: Template, settings: CaptureSettin
     k = settings.points_per_triangle or DEFAULTS[kind][2]
     start = init_avatar(template, k, settings.seed)
     start.betas = prepared.tracked.fitted.betas.clone()
+    if settings.relightable:
+        start = with_material(start, template)
     device = template.device
     fp = prepared.footage
     source = FrameSource(prepared.poses, prepared.cameras, prepared.train, settings.seed, settings.prior, device=device)
     loss = PhotometricLoss(fp.frames, fp.person, prepared.weights, device, settings.loss, settings.seed)
-    return Trainer(start, template, loss, config, source=source)
+    lights = VideoLight(device, facing_camera(prepared.cameras)) if settings.relightable else None
+    return Trainer(start, template, loss, config, source=source, lights=lights)
 
 
 def score_holdout(trainer: Trainer, prepared: Prepared, settings: CaptureSettings) -> dict[str, float]:
@@ -217,7 +224,7 @@ def _render(trainer: Trainer, g, binding, betas: Tensor, frames: Tensor) -> tupl
     pose = source.frame_poses(frames.to(source.device))
     posed = trainer.tpl.pose(pose, betas)
     cams = source.views(posed, None, 0).cameras  # type: ignore[arg-type]
-    images, alphas, _ = render_gaussians(deform(g, binding, trainer.tpl, posed), cams, trainer._background)
+    images, alphas, _ = trainer.render(deform(g, binding, trainer.tpl, posed), cams)
     return images, alphas
 
 

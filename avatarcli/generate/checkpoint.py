@@ -3,8 +3,8 @@
 Tensors: ``param.*`` (Gaussians and binding), ``betas``, ``residual.*`` (the residual
 skinning network), ``opt.<group>.<param>.<slot>`` and ``opt_extra.*`` (Adam moments and step
 counts), ``densify.*`` (the densification statistics), ``source.*`` (what trains beside the avatar:
-a video's per-frame pose corrections) and ``rng.*`` (generator states: the run's own, torch's
-and, on CUDA, the device's).
+a video's per-frame pose corrections), ``shading.*`` (a relightable run's light: a video's, learnt)
+and ``rng.*`` (generator states: the run's own, torch's and, on CUDA, the device's).
 ``__metadata__`` holds the step, the stage and the full configuration as JSON. A checkpoint
 is taken between steps, so a run resumed from it continues exactly as it would have.
 """
@@ -24,7 +24,7 @@ from torch import Tensor
 
 from avatarcli.errors import AvatarError
 from avatarcli.fileio import read_bytes, write_bytes
-from avatarcli.generate.parameters import PARAM_NAMES
+from avatarcli.generate.parameters import TRAINABLE
 from avatarcli.model.avatar_file import check_residual_config
 from avatarcli.model.binding import ResidualWeights
 
@@ -107,6 +107,8 @@ def write_checkpoint(path: Path, trainer: Trainer) -> None:
         if v is not None:
             tensors[f"densify.{k}"] = v
     tensors.update({f"source.{k}": v for k, v in trainer.source.state().items()})
+    if trainer.shading is not None:
+        tensors.update({f"shading.{k}": v for k, v in trainer.shading.state().items()})
     tensors["rng.generator"] = trainer.gen.get_state()
     tensors["rng.torch"] = torch.get_rng_state()
     if trainer.device.type == "cuda":  # gsplat's splits draw from the device's own generator
@@ -149,14 +151,19 @@ def _restore(path: Path, tensors: dict[str, Tensor], meta: dict[str, Any], train
         check_residual_config(meta["residual"], trainer.tpl.num_joints, str(path))  # bounded before it is built
         model.residual = ResidualWeights(**meta["residual"]).to(device)
         model.residual.load_state_dict({k[len("residual.") :]: v for k, v in tensors.items() if k.startswith("residual.")})
+    if ("param.albedo" in tensors) != model.has_material:
+        made = "with" if "param.albedo" in tensors else "without"
+        raise AvatarError(f"the checkpoint {path} was made {made} materials (--relightable); it cannot resume this run")
     model.params = {
-        k[len("param.") :]: torch.nn.Parameter(v.to(device), requires_grad=k[len("param.") :] in PARAM_NAMES)
+        k[len("param.") :]: torch.nn.Parameter(v.to(device), requires_grad=k[len("param.") :] in TRAINABLE)
         for k, v in tensors.items()
         if k.startswith("param.")
     }
     with torch.no_grad():
         model.betas.copy_(tensors["betas"].to(device))
     trainer.source.load_state({k[len("source.") :]: v for k, v in tensors.items() if k.startswith("source.")})
+    if trainer.shading is not None:
+        trainer.shading.load_state({k[len("shading.") :]: v for k, v in tensors.items() if k.startswith("shading.")})
     trainer.make_optimizers()
     for k, opt in trainer.optimizers.items():
         restore_adam(opt, tensors, f"opt.{k}")

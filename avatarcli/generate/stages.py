@@ -48,7 +48,7 @@ def rerig(model: AvatarParameters, template: Template, meta: dict) -> None:
     world = deform(model.gaussians(), model.binding(), template, rest_posed(template, model.betas))
     rigged, _ = rig_gaussians(world.gaussians().to("cpu"), template.to("cpu"), model.betas.detach().cpu(), meta=meta)
     rigged = rigged.to(model.device)
-    model.load(rigged.gaussians, rigged.binding)
+    model.load(rigged.gaussians, rigged.binding, model.material())  # rigging keeps every Gaussian, in order
 
 
 def add_residual(model: AvatarParameters, template: Template, radius: float) -> None:

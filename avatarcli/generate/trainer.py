@@ -31,13 +31,14 @@ from avatarcli.generate.config import GenerateConfig
 from avatarcli.generate.densify import Densifier
 from avatarcli.generate.distributed import Group, Share, whole
 from avatarcli.generate.guidance.protocol import Guidance, Scene
+from avatarcli.generate.lighting import LightSource, MaterialShading, RandomLights
 from avatarcli.generate.parameters import AvatarParameters
 from avatarcli.generate.previews import write_preview
 from avatarcli.generate.samplers import Draw, GeneratedViews, PoseSampler, Views, ViewSampler, ViewSource, view_size
 from avatarcli.model import avatar_file
 from avatarcli.model.avatar import Avatar, check_template, template_meta
 from avatarcli.model.binding import SkinningBinding, TriangleBinding, deform, rest_posed
-from avatarcli.model.gaussians import Gaussians
+from avatarcli.model.gaussians import Gaussians, PosedGaussians
 from avatarcli.render.cameras import Cameras, framing
 from avatarcli.render.rasterize import render_gaussians
 from avatarcli.signals import Interrupted, InterruptFlag, deferred_interrupts
@@ -75,6 +76,9 @@ class Trainer:
             adding up their gradients (less memory; the same step up to float rounding).
         source: where each step's poses and cameras come from (default: generation's random
             poses and cameras; capture passes the video's frames).
+        lights: what an avatar with materials is shaded under each step (default: a random
+            light per view; capture passes the video's light, learnt); unused for an avatar of
+            colours.
 
     Attributes set by callers that train something other than a text avatar:
         record: metadata entries the avatar is written with (over the defaults).
@@ -90,6 +94,7 @@ class Trainer:
         group: Group | None = None,
         passes: int = 1,
         source: ViewSource | None = None,
+        lights: LightSource | None = None,
     ) -> None:
         check_template(avatar, template)
         self.group = group
@@ -109,6 +114,9 @@ class Trainer:
         self.stage_index = 0
         self.plan = stages.plan(config)
         self.model = AvatarParameters(avatar, self.device, config.learn_shape and config.kind == "head", template.num_betas)
+        self.shading: MaterialShading | None = None
+        if self.model.has_material:
+            self.shading = MaterialShading(self.model, template, lights or RandomLights(self.device))
         with torch.no_grad():
             rest = deform(self.model.gaussians(), self.model.binding(), template, rest_posed(template, self.model.betas.detach()))
             _, self.radius = framing(rest.means[0])
@@ -131,6 +139,8 @@ class Trainer:
         self.optimizers, self.extra_optimizers = self.model.optimizers(self.cfg.lr)
         for name, (tensors, lr) in self.source.trainables().items():
             self.extra_optimizers[f"source.{name}"] = torch.optim.Adam(tensors, lr=lr, betas=(0.9, 0.99))
+        for name, (tensors, lr) in (self.shading.trainables() if self.shading is not None else {}).items():
+            self.extra_optimizers[f"shading.{name}"] = torch.optim.Adam(tensors, lr=lr, betas=(0.9, 0.99))
 
     # -- schedule ----------------------------------------------------------------------
     @property
@@ -198,7 +208,7 @@ class Trainer:
         if "residual" in self.extra_optimizers:
             self.extra_optimizers["residual"].step()
         for name, opt in self.extra_optimizers.items():
-            if name.startswith("source."):
+            if name.startswith(("source.", "shading.")):
                 opt.step()
         self.step += 1
         in_stage = self.step - self.plan[self.stage_index].start
@@ -234,7 +244,7 @@ class Trainer:
         cams, bg = views.cameras.index(share.views), self._background
         g = self.model.gaussians()
         binding = self.model.binding()
-        images, alphas, meta = render_gaussians(deform(g, binding, self.tpl, posed), cams, bg)
+        images, alphas, meta = self.render(deform(g, binding, self.tpl, posed), cams, share, seed)
         self.densifier.step_pre_backward(meta)
         conditions = None
         if self.guidance.wants_conditions():
@@ -251,10 +261,21 @@ class Trainer:
         if regularise:
             prior = self.source.prior()
             total = loss + self._regularisers(g, binding) + (prior if prior is not None else 0.0)
+            if self.shading is not None:
+                total = total + self.shading.prior()
         else:
             total = loss
         total.backward()
         return total.detach(), self.densifier.statistics(meta, len(g), cfg.batch, int(info.get("elements", 1)))
+
+    def render(self, posed: PosedGaussians, cameras: Cameras, share: Share | None = None, seed: int = 0) -> tuple[Tensor, Tensor, dict]:
+        """Render posed Gaussians as training sees them: shaded under the views' lights (drawn
+        from ``seed`` for the step's views, of which these are ``share``) when the avatar has
+        materials, over the trainer's background."""
+        colors = None
+        if self.shading is not None:
+            colors = self.shading.colors(posed, cameras, share or whole(len(cameras)), seed)
+        return render_gaussians(posed, cameras, self._background, colors=colors)
 
     def _gradients(self) -> list[Tensor]:
         """Every trainable tensor's gradient, in a fixed order (zeros where none flowed)."""
@@ -395,7 +416,8 @@ class Trainer:
             guidance=self.guidance.name,
         )
         meta.update(copy.deepcopy(self.record))
-        return self.model.snapshot(meta)
+        avatar = self.model.snapshot(meta)
+        return avatar if self.shading is None else self.shading.finish(avatar)
 
     def save(self, output: str | Path) -> None:
         """The checkpoint, and the avatar so far as ``NAME.unfinished.avatar``, both atomically.
@@ -411,4 +433,5 @@ class Trainer:
     def write_preview(self, path: Path, size: int = 256) -> None:
         """Front, side and back renders in the rest pose, and the front view's condition image."""
         conditions = self.conditions if self.guidance.wants_conditions() else None
-        write_preview(path, self.model, self.tpl, self._background, conditions, size)
+        shade = None if self.shading is None else self.shading.display_colors
+        write_preview(path, self.model, self.tpl, self._background, conditions, size, shade)

@@ -18,6 +18,7 @@ from avatarcli import __version__
 from avatarcli.errors import AvatarError
 from avatarcli.model.binding import Binding, deform
 from avatarcli.model.gaussians import Gaussians, PosedGaussians
+from avatarcli.model.material import Material
 from avatarcli.templates.template import Pose, Template
 
 
@@ -32,6 +33,8 @@ class Avatar:
         betas: (S,) template shape.
         meta: the JSON metadata (template, stage, prompt, seed, history, ...).
         extra: other tensors stored with the avatar (e.g. ``binding.residual.*``).
+        material: the Gaussians' materials (albedo, roughness, F0), when it can be relit; None
+            for an avatar of colours (those still show the light they were made under).
     """
 
     kind: str
@@ -40,6 +43,7 @@ class Avatar:
     betas: Tensor
     meta: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Tensor] = field(default_factory=dict)
+    material: Material | None = None
 
     def __len__(self) -> int:
         return len(self.gaussians)
@@ -74,13 +78,15 @@ class Avatar:
             self.betas.to(device),
             copy.deepcopy(self.meta),
             {k: v.to(device) for k, v in self.extra.items()},
+            material=None if self.material is None else self.material.to(device),
         )
 
     def select(self, idx: Tensor) -> Avatar:
         """A copy with only the Gaussians at ``idx``."""
         return Avatar(
-            self.kind, self.gaussians.select(idx), self.binding.select(idx), self.betas.clone(), copy.deepcopy(self.meta), dict(self.extra)
-        )
+            self.kind, self.gaussians.select(idx), self.binding.select(idx), self.betas.clone(), copy.deepcopy(self.meta), dict(self.extra),
+            material=None if self.material is None else self.material.select(idx),
+        )  # fmt: skip
 
     def add_history(self, command: str) -> None:
         """Record a command that produced or changed this avatar."""

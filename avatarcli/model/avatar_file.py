@@ -6,11 +6,14 @@ Tensors:
     binding.weights, binding.bary                                 skinning binding (bodies)
     binding.residual.*                                            optional residual-weight network
     template.betas                                                template shape (S,)
+    material.albedo_logits / roughness_logits / specular_logits   optional materials (relightable avatars,
+    material.light                                                ``meta["material"]``: model/material.py)
 
 ``__metadata__`` holds one key, ``avatarcli``, whose value is a JSON object: format name and
 version, model kind, binding kind, template (name, file, sha256 and its vertex/face/joint
 counts), stage, prompt, seed, and the history of commands that made the file. Nothing is
-pickled; unknown tensors are kept and written back.
+pickled; unknown tensors are kept and written back. Version 3 added the optional material
+group; files of versions 1 and 2 read as they always did.
 """
 
 from __future__ import annotations
@@ -33,10 +36,11 @@ from avatarcli.fileio import read_safetensors, write_bytes
 from avatarcli.model.avatar import Avatar
 from avatarcli.model.binding import Binding, ResidualWeights, SkinningBinding, TriangleBinding
 from avatarcli.model.gaussians import Gaussians
+from avatarcli.model.material import check_material_config, material_from_record, material_record
 from avatarcli.templates.skeletons import FLAME_JOINT_NAMES, SMPLX_JOINT_NAMES
 
 FORMAT = "avatarcli.avatar"
-VERSION = 1
+VERSION = 3
 GAUSSIAN_KEYS = tuple(f.name for f in fields(Gaussians))
 
 
@@ -53,6 +57,10 @@ def to_bytes(avatar: Avatar) -> bytes:
         meta["residual"] = residual.config
     else:
         meta.pop("residual", None)
+    meta.pop("material", None)
+    if avatar.material is not None:
+        material_tensors, meta["material"] = material_record(avatar.material)
+        tensors.update(material_tensors)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     meta.update(format=FORMAT, version=VERSION, kind=avatar.kind, binding=avatar.binding.kind)
     return st_save(tensors, metadata={"avatarcli": json.dumps(meta)})
@@ -173,6 +181,8 @@ def check_meta(meta: Any, name: str = "input") -> None:
         if meta["binding"] != "skinning":
             raise AvatarError(f"{name}: residual skinning weights need a skinning binding")
         check_residual_config(meta["residual"], template["joints"], name)
+    if meta.get("material") is not None:
+        check_material_config(meta["material"], name)
 
 
 def check_residual_config(config: Any, joints: int, name: str = "input") -> None:
@@ -270,7 +280,8 @@ def _assemble(meta: dict[str, Any], tensors: dict[str, Tensor]) -> Avatar:
     if len(betas) > MAX_BETAS:
         raise ValueError(f"template.betas has {len(betas)} values, more than the {MAX_BETAS} a template may have")
     _finite("template.betas", betas)
-    return Avatar(meta["kind"], g, binding, betas, meta, tensors)
+    material = material_from_record(meta.get("material"), tensors, n)
+    return Avatar(meta["kind"], g, binding, betas, meta, tensors, material=material)
 
 
 MAX_AVATAR_BYTES = 4 << 30  # the largest .avatar file read: 4 GiB (some 15 million Gaussians)

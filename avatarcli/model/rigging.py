@@ -48,6 +48,7 @@ class RigReport:
         max_distance: the threshold in metres.
         per_part: Gaussians per joint they mostly follow.
         fit: (scale, translation) applied by ``--fit``, or None.
+        kept: (N,) bool, which of the Gaussians given were rigged (all but dropped far ones).
     """
 
     count: int
@@ -56,6 +57,7 @@ class RigReport:
     max_distance: float
     per_part: dict[str, int] = field(default_factory=dict)
     fit: tuple[float, list[float]] | None = None
+    kept: Tensor | None = None
 
 
 def template_radius(template: Template, betas: Tensor | None = None) -> float:
@@ -173,9 +175,11 @@ def rig_gaussians(
     face_idx, bary, dist = nearest_surface(tpl, pts, betas)
     far = dist > reach
     far_count = int(far.sum())
+    kept = torch.ones(len(pts), dtype=torch.bool)
     dropped = 0
     if drop_far and far_count:
-        world = world.select(torch.from_numpy(~far))
+        kept = torch.from_numpy(~far)
+        world = world.select(kept)
         face_idx, bary, dist, pts = face_idx[~far], bary[~far], dist[~far], pts[~far]
         dropped = far_count
     if len(world) == 0:
@@ -204,7 +208,7 @@ def rig_gaussians(
     new_meta["template"] = template_meta(tpl)
     new_meta.setdefault("stage", "rigged")
     av = Avatar(tpl.kind, gaussians, binding, betas if betas is not None else torch.zeros(tpl.num_betas), new_meta)
-    report = RigReport(len(gaussians), far_count, dropped, float(reach), per_part)
+    report = RigReport(len(gaussians), far_count, dropped, float(reach), per_part, kept=kept)
     return av, report
 
 
@@ -214,6 +218,9 @@ def rig_avatar(avatar: Avatar, template: Template, **kwargs: object) -> tuple[Av
     meta = dict(avatar.meta)
     out, report = rig_gaussians(world, template, avatar.betas, meta=meta, **kwargs)  # type: ignore[arg-type]
     out.extra = {k: v for k, v in avatar.extra.items() if not k.startswith("binding.")}
+    if avatar.material is not None:  # materials stay with their Gaussians
+        assert report.kept is not None
+        out.material = avatar.material.select(report.kept.to(avatar.material.albedo_logits.device))
     return out, report
 
 

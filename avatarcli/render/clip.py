@@ -22,7 +22,9 @@ from avatarcli.errors import AvatarError
 from avatarcli.model.avatar import Avatar
 from avatarcli.motion.motion import Motion, Retarget, resample, to_template_poses
 from avatarcli.render.cameras import Cameras, framing, framing_distance, intrinsics, look_at, orbit_positions
+from avatarcli.render.lights import EnvironmentLight
 from avatarcli.render.rasterize import render_gaussians, to_uint8
+from avatarcli.render.shading import Lighting, avatar_colors, own_light
 from avatarcli.templates.template import Pose, Template
 
 CAMERAS = ("auto", "front", "follow", "orbit")
@@ -134,15 +136,38 @@ def plan_frames(avatar: Avatar, template: Template, motion: Motion, opts: Animat
 
 
 @torch.no_grad()
-def render_frames(avatar: Avatar, template: Template, plan: FramePlan, background: Tensor, batch: int = 8) -> Iterator[np.ndarray]:
-    """Frames (b, H, W, 3) uint8, ``batch`` at a time, in order."""
+def render_frames(
+    avatar: Avatar,
+    template: Template,
+    plan: FramePlan,
+    background: Tensor,
+    batch: int = 8,
+    light: EnvironmentLight | None = None,
+    light_rotate: float = 0.0,
+) -> Iterator[np.ndarray]:
+    """Frames (b, H, W, 3) uint8, ``batch`` at a time, in order.
+
+    An avatar with materials is lit by ``light`` (default: its own, :func:`~avatarcli.render.shading.own_light`),
+    turned ``light_rotate`` degrees a second about the vertical; one of colours shows them as they are.
+    """
     av = avatar.to(template.device)
     bg = background.to(template.device)
+    lit = light or own_light(av)
+    lighting = None if lit is None or av.material is None else Lighting.of(lit, template.device, clip_light_angles(plan, light_rotate))
     for s in range(0, len(plan), batch):
         idx = slice(s, min(s + batch, len(plan)))
         pg = av.posed(template, plan.poses.index(idx))
-        images, _, _ = render_gaussians(pg, plan.cameras.index(idx), bg)
+        cams = plan.cameras.index(idx)
+        colors = None if lighting is None else avatar_colors(av, template, pg, cams, lighting.index(idx))
+        images, _, _ = render_gaussians(pg, cams, bg, colors=colors)
         yield to_uint8(images)
+
+
+def clip_light_angles(plan: FramePlan, degrees_per_second: float) -> Tensor | None:
+    """The light's turn (T,) in radians at each frame of a clip, or None when it does not turn."""
+    if not degrees_per_second:
+        return None
+    return torch.arange(len(plan), dtype=torch.float32) / plan.fps * math.radians(degrees_per_second)
 
 
 def expression_notice(retarget: Retarget) -> str | None:

@@ -91,9 +91,7 @@ def rasterize(
         else:  # gsplat's batch dimension: set b seen by its one camera
             viewmats, ks = cameras.viewmats[:, None], cameras.Ks[:, None]
             bgs = None if backgrounds is None else backgrounds[:, None]
-            if opacities.dim() == 1:
-                opacities = opacities[None].expand(c, -1)
-                colors = colors[None].expand(c, *colors.shape)
+            opacities, colors = _per_camera(c, opacities, colors, sh_degree)
         images, alphas, meta = rasterization(
             means, quats, scales, opacities, colors, viewmats, ks, cameras.width, cameras.height,
             sh_degree=sh_degree, packed=False, backgrounds=bgs,
@@ -107,9 +105,8 @@ def rasterize(
         means, quats, scales = (t[None].expand(c, *t.shape) for t in (means, quats, scales))
         opacities = opacities[None].expand(c, -1)
         colors = colors[None].expand(c, *colors.shape)
-    elif opacities.dim() == 1:
-        opacities = opacities[None].expand(c, -1)
-        colors = colors[None].expand(c, *colors.shape)
+    else:
+        opacities, colors = _per_camera(c, opacities, colors, sh_degree)
     if chosen == "cpu":
         from avatarcli.render.cpu_rasterizer import rasterize_cpu  # numba loads on first use
 
@@ -122,18 +119,38 @@ def rasterize(
     )  # fmt: skip
 
 
+def _per_camera(c: int, opacities: Tensor, colors: Tensor, sh_degree: int | None) -> tuple[Tensor, Tensor]:
+    """Opacities (C, N) and colours (C, N, ...) for C cameras from shared or per-camera ones."""
+    if opacities.dim() == 1:
+        opacities = opacities[None].expand(c, -1)
+    if colors.dim() == (3 if sh_degree is not None else 2):  # one set of colours for every camera
+        colors = colors[None].expand(c, *colors.shape)
+    return opacities, colors
+
+
 def render_gaussians(
     posed: PosedGaussians,
     cameras: Cameras,
     background: Tensor | None = None,
     backend: Backend = "auto",
+    colors: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, dict]:
     """Render posed Gaussians: pose b through camera b, or one pose through every camera.
+
+    Args:
+        colors: (C, N, 3) a colour of every Gaussian for each camera, drawn instead of the SH
+            (a shaded avatar: :mod:`avatarcli.render.shading`), or None.
 
     Returns:
         images (C, H, W, 3), alphas (C, H, W, 1), meta.
     """
     b = posed.means.shape[0]
+    if colors is not None:
+        c = len(cameras)
+        if b not in (1, c) or colors.shape[0] != c:
+            raise ValueError(f"{b} poses and colours for {colors.shape[0]} views cannot be paired with {c} cameras")
+        means, quats, scales = (t.expand(c, -1, -1) for t in (posed.means, posed.quats, posed.scales))
+        return rasterize(means, quats, scales, posed.opacities, colors, cameras, backgrounds=background, backend=backend)
     if b == 1 and len(cameras) > 1:
         means, quats, scales = posed.means[0], posed.quats[0], posed.scales[0]
     elif b == len(cameras):

@@ -42,7 +42,7 @@ def test_metadata_is_plain_json(head_avatar):
     (n,) = struct.unpack("<Q", data[:8])
     header = json.loads(data[8 : 8 + n])
     meta = json.loads(header["__metadata__"]["avatarcli"])
-    assert meta["format"] == "avatarcli.avatar" and meta["version"] == 1 and meta["kind"] == "head"
+    assert meta["format"] == "avatarcli.avatar" and meta["version"] == avatar_file.VERSION and meta["kind"] == "head"
 
 
 @pytest.mark.parametrize(
@@ -77,7 +77,7 @@ def test_newer_versions_are_refused(head_avatar):
     meta = dict(head_avatar.meta)
     av = Avatar("head", head_avatar.gaussians, head_avatar.binding, head_avatar.betas, meta)
     data = avatar_file.to_bytes(av)
-    data = data.replace(b'\\"version\\": 1', b'\\"version\\": 9')
+    data = data.replace(f'\\"version\\": {avatar_file.VERSION}'.encode(), b'\\"version\\": 9')
     with pytest.raises(AvatarError, match="newer"):
         avatar_file.from_bytes(data)
 
