@@ -59,7 +59,7 @@ DIFFUSION_DEFAULTS = {kind: spec.base for kind, spec in DEFAULT_SPECS.items()}
 CONTROLNET_DEFAULTS = {kind: spec.controlnet for kind, spec in DEFAULT_SPECS.items()}
 SUBFOLDER_DEFAULTS = {kind: spec.controlnet_subfolder for kind, spec in DEFAULT_SPECS.items()}
 LIGHT_HELP = "Lights an avatar with materials: studio, softbox, daylight, sunset, overcast, night or an .hdr / .exr panorama."
-LightOpt = Annotated[Optional[str], typer.Option(help=LIGHT_HELP + " Default: its own light.")]
+LightOpt = Annotated[Optional[str], typer.Option(help=LIGHT_HELP, show_default="its own light")]
 RelightOpt = Annotated[bool, typer.Option(help="Learn materials (albedo, roughness, specular), not colours: relightable with --light.")]
 ForceOpt = Annotated[
     bool, typer.Option("--force", help="Write into an output folder that already holds files (same-named files are replaced, others kept).")

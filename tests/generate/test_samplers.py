@@ -32,7 +32,7 @@ def test_heads_are_framed_as_headstudio_frames_flame(head_template, head_avatar)
     head = float((hi - lo).max())  # the head's longest side, as HeadStudio measures FLAME
     n = 1500
     posed = head_template.pose(head_template.zero_pose(n))
-    views = trainer.views(posed, 512)
+    views = trainer.source.sampler(posed, 512)
     verts = posed.vertices
     targets = (verts.max(1).values + verts.min(1).values) / 2
     fill = _fill(views.cameras, targets, head)
