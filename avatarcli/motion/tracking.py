@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from avatarcli.devices import repeatable
 from avatarcli.errors import AvatarError
 from avatarcli.motion.fitting import DEFAULT_FOV, Camera, Fitted, check_found
 from avatarcli.motion.landmarks import BodyLandmarks, FaceLandmarks, detect_bodies, detect_faces, load_mediapipe, with_torso_in_view
@@ -171,10 +172,11 @@ def track_video(
         report("fitting", count[0], steps)
 
     report("fitting", 0, steps)
-    if isinstance(landmarks, FaceLandmarks):
-        fitted = fit_head.fit_head(landmarks, template, camera, info.fps, info.name, settings.smoothing, stepped, device)
-    else:
-        fitted = fit_body.fit_body(landmarks, template, camera, info.fps, info.name, settings.smoothing, stepped, device)
+    with repeatable(torch.device(device or "cpu")):  # the same video, the same motion
+        if isinstance(landmarks, FaceLandmarks):
+            fitted = fit_head.fit_head(landmarks, template, camera, info.fps, info.name, settings.smoothing, stepped, device)
+        else:
+            fitted = fit_body.fit_body(landmarks, template, camera, info.fps, info.name, settings.smoothing, stepped, device)
     fitted.motion.validate()
     missed = [int(i) for i, ok in enumerate(landmarks.found) if not ok]
     return Tracked(fitted, landmarks, missed, camera)
