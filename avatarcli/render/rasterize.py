@@ -113,20 +113,24 @@ def render_gaussians(
     backend: Backend = "auto",
 ) -> tuple[Tensor, Tensor, dict]:
     """Render posed Gaussians: pose b through camera b, or one pose through every camera.
+    Opacities and colours that differ per pose (``posed.per_pose``) go to the rasterizer as
+    (C, N) and (C, N, K, 3); shared ones as they are.
 
     Returns:
         images (C, H, W, 3), alphas (C, H, W, 1), meta.
     """
     b = posed.means.shape[0]
+    opacities, sh = posed.opacities, posed.sh
     if b == 1 and len(cameras) > 1:
         means, quats, scales = posed.means[0], posed.quats[0], posed.scales[0]
+        opacities, sh = posed.opacities_of(0), posed.sh_of(0)
     elif b == len(cameras):
         means, quats, scales = posed.means, posed.quats, posed.scales
     else:
         raise ValueError(f"{b} poses cannot be paired with {len(cameras)} cameras")
-    degree = round(posed.sh.shape[1] ** 0.5) - 1
+    degree = round(sh.shape[-2] ** 0.5) - 1
     return rasterize(
-        means, quats, scales, posed.opacities, posed.sh, cameras,
+        means, quats, scales, opacities, sh, cameras,
         backgrounds=background, sh_degree=degree, backend=backend,
     )  # fmt: skip
 
