@@ -62,42 +62,6 @@ def _command_line() -> str:
     return "avatar " + shlex.join(sys.argv[1:])
 
 
-def parse_color(text: str) -> torch.Tensor:
-    """'white', 'black', 'gray', '#rrggbb' or 'r,g,b' (0-1 floats) -> (3,) tensor."""
-    names = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "gray": (0.5, 0.5, 0.5), "grey": (0.5, 0.5, 0.5)}
-    t = text.strip().lower()
-    if t in names:
-        return torch.tensor(names[t])
-    if t.startswith("#") and len(t) == 7:
-        try:
-            return torch.tensor([int(t[i : i + 2], 16) / 255.0 for i in (1, 3, 5)])
-        except ValueError:
-            pass
-    parts = t.split(",")
-    if len(parts) == 3:
-        try:
-            vals = [float(p) for p in parts]
-        except ValueError:
-            vals = []
-        if vals and all(0.0 <= v <= 1.0 for v in vals):
-            return torch.tensor(vals)
-    raise AvatarError(f"cannot read colour {text!r}: use white, black, gray, #rrggbb or r,g,b in 0-1")
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'512' or 'WxH' -> (width, height)."""
-    try:
-        if "x" in text.lower():
-            w, h = (int(v) for v in text.lower().split("x"))
-        else:
-            w = h = int(text)
-    except ValueError:
-        raise AvatarError(f"cannot read size {text!r}: use N or WxH, e.g. 512 or 1024x768") from None
-    if not (8 <= w <= 8192 and 8 <= h <= 8192):
-        raise AvatarError(f"size {w}x{h} is out of range (8 to 8192 pixels a side)")
-    return w, h
-
-
 def _version(value: bool) -> None:
     if value:
         console.print(f"avatarcli {__version__}")
@@ -340,6 +304,7 @@ def render(
 ) -> None:
     """Render turntable views of an avatar in its rest pose."""
     from avatarcli import api
+    from avatarcli.api.inputs import parse_color, parse_size
 
     wh = parse_size(size)
     api.render(avatar, output, views=views, size=wh, elevation=elevation, background=parse_color(background), template=template,
@@ -416,6 +381,7 @@ def animate(
     from rich.progress import TextColumn
 
     from avatarcli import api
+    from avatarcli.api.inputs import parse_color, parse_size
     from avatarcli.console import progress, warn
     from avatarcli.render.clip import duration_text
 
