@@ -57,6 +57,7 @@ class CaptureSettings:
         seed: seeds the sampling, frame draws and background colours.
         refine_steps: steps refining the held-out frames' poses before they are scored.
         loss: the photometric loss's weights; prior: what pose corrections cost.
+        pose_dependent: fit offsets that follow the pose (:mod:`avatarcli.model.pose_dependent`).
     """
 
     track: TrackSettings = field(default_factory=TrackSettings)
@@ -69,6 +70,7 @@ class CaptureSettings:
     refine_steps: int = 100
     loss: LossWeights = field(default_factory=LossWeights)
     prior: PriorWeights = field(default_factory=PriorWeights)
+    pose_dependent: bool = True
 
     def check(self) -> None:
         """Raise AvatarError for settings out of range."""
@@ -104,6 +106,7 @@ def capture_config(kind: str, label: str, settings: CaptureSettings, checkpoint_
     else:
         cfg.lr = LearningRates(position=1.6e-4, scale=5e-3, rotation=1e-3, color=1e-2, opacity=2.5e-2, shape=0.0, residual=1e-3)
     cfg.densify = DensifyConfig(start=max(1, steps // 20), stop=max(2, steps * 6 // 10), every=max(1, steps // 20), max_gaussians=400_000)
+    cfg.pose_dependent.enabled = settings.pose_dependent
     return cfg.validate()
 
 
@@ -213,7 +216,9 @@ def _render(trainer: Trainer, g, binding, betas: Tensor, frames: Tensor) -> tupl
     pose = source.frame_poses(frames.to(source.device))
     posed = trainer.tpl.pose(pose, betas)
     cams = source.views(posed, None, 0).cameras  # type: ignore[arg-type]
-    images, alphas, _ = render_gaussians(deform(g, binding, trainer.tpl, posed), cams, trainer._background)
+    with torch.no_grad():  # the offsets take no gradient from the pose: refining poses leaves the model alone
+        offsets = trainer.model.offsets(pose)
+    images, alphas, _ = render_gaussians(deform(g, binding, trainer.tpl, posed, offsets), cams, trainer._background)
     return images, alphas
 
 

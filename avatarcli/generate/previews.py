@@ -30,7 +30,7 @@ def write_preview(
     """Write the preview of ``model`` to ``path`` (``conditions`` draws the condition image, if any)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     posed = rest_posed(template, model.betas)
-    pg = deform(model.gaussians(), model.binding(), template, posed)
+    pg = deform(model.gaussians(), model.binding(), template, posed, model.offsets(template.zero_pose(1)))
     center, radius = framing(pg.means[0])
     cams = turntable_cameras(center, radius, 4, (size, size))
     images, _, _ = render_gaussians(pg, cams.index([0, 1, 2]), background)

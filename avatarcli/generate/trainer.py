@@ -38,6 +38,7 @@ from avatarcli.model import avatar_file
 from avatarcli.model.avatar import Avatar, check_template, template_meta
 from avatarcli.model.binding import SkinningBinding, TriangleBinding, deform, rest_posed
 from avatarcli.model.gaussians import Gaussians
+from avatarcli.model.pose_dependent import offset_penalty
 from avatarcli.render.cameras import Cameras, framing
 from avatarcli.render.rasterize import render_gaussians
 from avatarcli.signals import Interrupted, InterruptFlag, deferred_interrupts
@@ -124,10 +125,12 @@ class Trainer:
         self._background = torch.tensor(config.background, device=self.device, dtype=torch.float32)
         if self.model.residual is None and stages.wants_residual(config, template.kind, self.stage):  # a body run that starts animated
             stages.add_residual(self.model, template, self.radius)
+        if self.model.pose_network is None and stages.wants_pose_dependent(config, self.stage):
+            stages.add_pose_dependent(self.model, template, self.source.basis_poses(config.seed), config, self.radius)
         self.make_optimizers()
 
     def make_optimizers(self) -> None:
-        self.optimizers, self.extra_optimizers = self.model.optimizers(self.cfg.lr)
+        self.optimizers, self.extra_optimizers = self.model.optimizers(self.cfg.lr, self.cfg.pose_dependent)
         for name, (tensors, lr) in self.source.trainables().items():
             self.extra_optimizers[f"source.{name}"] = torch.optim.Adam(tensors, lr=lr, betas=(0.9, 0.99))
 
@@ -147,6 +150,8 @@ class Trainer:
             stages.rerig(self.model, self.tpl, self.meta)
             if stages.wants_residual(self.cfg, self.tpl.kind, self.stage):
                 stages.add_residual(self.model, self.tpl, self.radius)
+            if self.model.pose_network is None and stages.wants_pose_dependent(self.cfg, self.stage):
+                stages.add_pose_dependent(self.model, self.tpl, self.source.basis_poses(self.cfg.seed), self.cfg, self.radius)
             self.make_optimizers()
             self.densifier = Densifier(self.cfg.densify, self.radius)
 
@@ -185,12 +190,8 @@ class Trainer:
             self._stop_flag = flags[1]
         for opt in self.optimizers.values():
             opt.step()
-        if "betas" in self.extra_optimizers and progress < cfg.shape_freeze:
-            self.extra_optimizers["betas"].step()
-        if "residual" in self.extra_optimizers:
-            self.extra_optimizers["residual"].step()
-        for name, opt in self.extra_optimizers.items():
-            if name.startswith("source."):
+        for name, opt in self.extra_optimizers.items():  # the shape, the networks, the source's corrections
+            if name != "betas" or progress < cfg.shape_freeze:
                 opt.step()
         self.step += 1
         in_stage = self.step - self.plan[self.stage_index].start
@@ -226,7 +227,8 @@ class Trainer:
         cams, bg = views.cameras.index(share.views), self._background
         g = self.model.gaussians()
         binding = self.model.binding()
-        images, alphas, meta = render_gaussians(deform(g, binding, self.tpl, posed), cams, bg)
+        offsets = self.model.offsets(pose)
+        images, alphas, meta = render_gaussians(deform(g, binding, self.tpl, posed, offsets), cams, bg)
         self.densifier.step_pre_backward(meta)
         conditions = None
         if self.guidance.wants_conditions():
@@ -245,6 +247,10 @@ class Trainer:
             total = loss + self._regularisers(g, binding) + (prior if prior is not None else 0.0)
         else:
             total = loss
+        if offsets is not None and self.model.pose_network is not None and cfg.pose_dependent.regularisation > 0:
+            # per view, so that the shares of a step's passes and processes add up to its mean
+            fraction = offsets.means.shape[0] / share.total
+            total = total + cfg.pose_dependent.regularisation * fraction * offset_penalty(offsets, self.model.pose_network)
         total.backward()
         return total.detach(), self.densifier.statistics(meta, len(g), cfg.batch, int(info.get("elements", 1)))
 
