@@ -170,6 +170,7 @@ def generate(
             "evenly). Or launch with torchrun --nproc-per-node N."
         ),
     ] = 1,
+    pose_dependent: Annotated[bool, typer.Option(help="Learn an appearance that follows the pose in the animation stage.")] = False,
 ) -> None:
     """Generate an animatable avatar from a text prompt by score distillation."""
     from rich.progress import TextColumn
@@ -194,7 +195,7 @@ def generate(
         stages=tuple(s.strip() for s in stages.split(",")) if stages else None, steps=steps, batch=batch, resolution=resolution,
         learning_rates={k: v for k, v in rates.items() if v is not None}, seed=seed, checkpoint_every=checkpoint_every,
         preview_every=preview_every, low_memory=low_memory, compile=compile_networks, points_per_triangle=points_per_triangle,
-        template=template, device=device, gpus=gpus,
+        template=template, device=device, gpus=gpus, pose_dependent=pose_dependent,
     )  # fmt: skip
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, the first process reports for all
         console.quiet = True
@@ -440,7 +441,8 @@ def export(
             "--output",
             "-o",
             help=".ply (3DGS), .compressed.ply, .splat, .glb (skinned mesh), .splat.glb (KHR_gaussian_splatting), "
-            ".html (one page that plays --motion, offline), or a folder with --sequence.",
+            ".html (one page that plays --motion, offline), or a folder with --sequence. A look that follows the pose is "
+            "posed with the motion's frame in the Gaussian formats; .glb and .html show it as at the rest pose.",
         ),
     ],
     fmt: Annotated[
@@ -538,6 +540,7 @@ def capture(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue from the checkpoint beside the output.")] = False,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints (0: only at the end and on Ctrl-C).")] = 500,
+    pose_dependent: Annotated[bool, typer.Option(help="Fit offsets of position, colour, scale and opacity that follow the pose.")] = True,
     template: TemplateOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -550,7 +553,7 @@ def capture(
     track = api.TrackSettings(start=start, end=end, fov=fov, elevation=elevation, hands=False)
     options = api.CaptureOptions(model=model, track=track, holdout=holdout, steps=steps, batch=batch, resolution=resolution,
                                  points_per_triangle=points_per_triangle, seed=seed, checkpoint_every=checkpoint_every,
-                                 template=template, device=device)  # fmt: skip
+                                 pose_dependent=pose_dependent, template=template, device=device)  # fmt: skip
     api.check_capture_inputs(video, output, options, resume)
     before = _stamp(api.checkpoint_path(output))
     names = {"detecting": "reading the video (landmarks, person masks)", "fitting": "tracking", "scoring": "scoring held-out frames"}

@@ -109,6 +109,7 @@ def info(avatar: AvatarInput, template: str | Path | None = None) -> dict[str, A
         "template": meta.get("template", {}),
         "bounds": bounds,
         "extra_tensors": sorted(av.extra),
+        "pose_dependent": meta.get("pose_dependent"),
         "history": meta.get("history", []),
         "format_version": meta.get("version"),
     }

@@ -52,6 +52,8 @@ class GenerateOptions:
         device: "auto", "cpu", "cuda" or "cuda:N".
         gpus: processes training together, one per GPU (with ``device`` "cpu": CPU
             processes, for tests).
+        pose_dependent: train a pose-dependent appearance in the animation stage (offsets
+            of position, colour, scale and opacity that follow the random training poses).
     """
 
     model: str = "head"
@@ -77,6 +79,7 @@ class GenerateOptions:
     template: str | Path | None = None
     device: str = "auto"
     gpus: int = 1
+    pose_dependent: bool = False
 
 
 @dataclass
@@ -95,6 +98,7 @@ def _generate_config(prompt: str, o: GenerateOptions) -> GenerateConfig:
     for name, value in o.learning_rates.items():
         setattr(cfg.lr, name, value)
     cfg.compile = o.compile
+    cfg.pose_dependent.enabled = o.pose_dependent
     return cfg.validate()
 
 
@@ -130,6 +134,8 @@ def check_generate_inputs(prompt: str, output: str | Path, options: GenerateOpti
     if cfg.batch % o.gpus:
         raise AvatarError(f"the batch ({cfg.batch} views) must divide evenly over {o.gpus} GPUs")
     check_seed(o.seed)
+    if o.pose_dependent and "animate" not in cfg.stages:
+        raise AvatarError("a pose-dependent appearance trains in the animate stage: add it to --stages")
     check_output(output)
     check_output(checkpoint_path(output))
     check_output(unfinished_path(output))
