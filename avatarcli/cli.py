@@ -227,6 +227,7 @@ def generate(
         ),
     ] = False,
     relightable: RelightOpt = False,
+    pose_dependent: Annotated[bool, typer.Option(help="Learn an appearance that follows the pose in the animation stage.")] = False,
 ) -> None:
     """Generate an animatable avatar from a text prompt by score distillation (under random lights with --relightable)."""
     from rich.progress import TextColumn
@@ -251,7 +252,7 @@ def generate(
         stages=tuple(s.strip() for s in stages.split(",")) if stages is not None else None, steps=steps, batch=batch, resolution=resolution,
         learning_rates={k: v for k, v in rates.items() if v is not None}, seed=seed, checkpoint_every=checkpoint_every,
         preview_every=preview_every, low_memory=low_memory, compile=compile_networks, points_per_triangle=points_per_triangle,
-        template=template, device=device, gpus=gpus, relightable=relightable,
+        template=template, device=device, gpus=gpus, relightable=relightable, pose_dependent=pose_dependent,
     )  # fmt: skip
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, the first process reports for all
         console.quiet = True
@@ -499,7 +500,8 @@ def export(
             "--output",
             "-o",
             help=".ply (3DGS), .compressed.ply, .splat, .glb (skinned mesh), .splat.glb (KHR_gaussian_splatting), "
-            ".html (one page that plays --motion, offline), or a folder with --sequence.",
+            ".html (one page that plays --motion, offline), or a folder with --sequence. A look that follows the pose is "
+            "posed with the motion's frame in the Gaussian formats; .glb and .html show it as at the rest pose.",
         ),
     ],
     fmt: Annotated[
@@ -602,6 +604,7 @@ def capture(
         bool, typer.Option("--force", help="Replace a NAME.ckpt or NAME.unfinished.avatar beside the output that no run wrote.")
     ] = False,
     relightable: RelightOpt = False,
+    pose_dependent: Annotated[bool, typer.Option(help="Fit offsets of position, colour, scale and opacity that follow the pose.")] = True,
     template: TemplateOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -614,7 +617,8 @@ def capture(
     track = api.TrackSettings(start=start, end=end, fov=fov, elevation=elevation, hands=False)
     options = api.CaptureOptions(model=model, track=track, holdout=holdout, steps=steps, batch=batch, resolution=resolution,
                                  points_per_triangle=points_per_triangle, seed=seed, checkpoint_every=checkpoint_every,
-                                 template=template, device=device, relightable=relightable)  # fmt: skip
+                                 pose_dependent=pose_dependent, template=template, device=device,
+                                 relightable=relightable)  # fmt: skip
     api.check_capture_inputs(video, output, options, resume, force)
     before = _stamp(api.checkpoint_path(output))
     names = {"detecting": "reading the video (landmarks, person masks)", "fitting": "tracking", "scoring": "scoring held-out frames"}

@@ -214,3 +214,21 @@ def encode_hdr(image, rle: bool = True) -> bytes:  # type: ignore[no-untyped-def
                     x += 1
                 out += bytes([x - start]) + chan[start:x].tobytes()
     return bytes(out)
+
+
+def with_pose_model(avatar, template, seed: int = 0, live: bool = True):  # type: ignore[no-untyped-def]
+    """A copy of ``avatar`` with a pose-dependent model fitted to random poses; ``live`` gives
+    its last layer random weights, so that its offsets are not zero and change with the pose."""
+    from avatarcli.model.pose_dependent import new_pose_dependent
+
+    av = avatar.to("cpu")
+    with torch.no_grad():
+        rest = av.posed(template.to("cpu")).means[0]
+    av.pose_dependent = new_pose_dependent(template.kind, template.num_expression, random_pose(template, 64, 0.3), rest, 0.5, seed=seed)
+    if live:
+        g = torch.Generator().manual_seed(seed + 1)
+        last = av.pose_dependent.network.net[-1]
+        with torch.no_grad():
+            last.weight.copy_(torch.randn(last.weight.shape, generator=g) * 0.3)
+            last.bias.copy_(torch.randn(last.bias.shape, generator=g) * 0.3)
+    return av

@@ -40,6 +40,8 @@ class CaptureOptions:
             :class:`~avatarcli.capture.fit.CaptureSettings`.
         checkpoint_every: steps between checkpoints (0: only at the end and on interruption).
         relightable: learn materials and the video's light instead of colours.
+        pose_dependent: fit offsets that follow the pose (creases, cloth; see
+            :mod:`avatarcli.model.pose_dependent`).
         template: a user's SMPL-X / FLAME file or folder.
         device: "auto", "cpu", "cuda" or "cuda:N".
     """
@@ -54,13 +56,15 @@ class CaptureOptions:
     seed: int = 0
     refine_steps: int = 100
     checkpoint_every: int = 500
+    pose_dependent: bool = True
     template: str | Path | None = None
     device: str = "auto"
     relightable: bool = False
 
     def settings(self) -> CaptureSettings:
         return CaptureSettings(self.track, self.holdout, self.steps, self.batch, self.resolution, self.points_per_triangle,
-                               self.seed, self.refine_steps, relightable=self.relightable)  # fmt: skip
+                               self.seed, self.refine_steps, pose_dependent=self.pose_dependent,
+                               relightable=self.relightable)  # fmt: skip
 
 
 @dataclass

@@ -119,6 +119,7 @@ def info(avatar: AvatarInput, template: str | Path | None = None) -> dict[str, A
         "bounds": bounds,
         "extra_tensors": sorted(av.extra),
         "materials": None if av.material is None else {"light": "captured" if av.material.light is not None else None},
+        "pose_dependent": meta.get("pose_dependent"),
         "history": meta.get("history", []),
         "format_version": meta.get("version"),
     }

@@ -59,6 +59,8 @@ class GenerateOptions:
             processes, for tests).
         relightable: learn materials under a random light per view instead of colours (an
             avatar from ``source`` that has none gets them; one that has them always learns them).
+        pose_dependent: train a pose-dependent appearance in the animation stage (offsets
+            of position, colour, scale and opacity that follow the random training poses).
     """
 
     model: str = "head"
@@ -86,6 +88,7 @@ class GenerateOptions:
     device: str = "auto"
     gpus: int = 1
     relightable: bool = False
+    pose_dependent: bool = False
 
 
 @dataclass
@@ -110,6 +113,7 @@ def _generate_config(prompt: str, o: GenerateOptions) -> GenerateConfig:
     for name, value in o.learning_rates.items():
         setattr(cfg.lr, name, value)
     cfg.compile = o.compile
+    cfg.pose_dependent.enabled = o.pose_dependent
     return cfg.validate()
 
 
@@ -165,6 +169,8 @@ def check_generate_inputs(
     if cfg.batch % o.gpus:
         raise AvatarError(f"the batch ({cfg.batch} views) must divide evenly over {o.gpus} GPUs")
     check_seed(o.seed)
+    if o.pose_dependent and "animate" not in cfg.stages:
+        raise AvatarError("a pose-dependent appearance trains in the animate stage: add it to --stages")
     check_run_files(output, previews=bool(o.preview_every), force=force, inputs=(*inputs, o.template))
     if resume and not checkpoint_path(output).exists():
         raise AvatarError(f"cannot resume: there is no checkpoint {checkpoint_path(output)}")

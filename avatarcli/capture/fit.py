@@ -60,6 +60,7 @@ class CaptureSettings:
         loss: the photometric loss's weights; prior: what pose corrections cost.
         relightable: learn materials and the video's light instead of colours
             (:mod:`~avatarcli.capture.lighting`).
+        pose_dependent: fit offsets that follow the pose (:mod:`avatarcli.model.pose_dependent`).
     """
 
     track: TrackSettings = field(default_factory=TrackSettings)
@@ -73,6 +74,7 @@ class CaptureSettings:
     loss: LossWeights = field(default_factory=LossWeights)
     prior: PriorWeights = field(default_factory=PriorWeights)
     relightable: bool = False
+    pose_dependent: bool = True
 
     def check(self) -> None:
         """Raise AvatarError for settings out of range."""
@@ -112,6 +114,7 @@ def capture_config(kind: str, label: str, settings: CaptureSettings, checkpoint_
     # grown and pruned in the first 60 % of the run, never in the first 250 steps: early
     # gradients are from a few frames each and would clone noise (short runs do not densify)
     cfg.densify = DensifyConfig(start=max(250, steps // 10), stop=steps * 6 // 10, every=max(100, steps // 30), max_gaussians=400_000)
+    cfg.pose_dependent.enabled = settings.pose_dependent
     return cfg.validate()
 
 
@@ -224,7 +227,9 @@ def _render(trainer: Trainer, g, binding, betas: Tensor, frames: Tensor) -> tupl
     pose = source.frame_poses(frames.to(source.device))
     posed = trainer.tpl.pose(pose, betas)
     cams = source.views(posed, None, 0).cameras  # type: ignore[arg-type]
-    images, alphas, _ = trainer.render(deform(g, binding, trainer.tpl, posed), cams)
+    with torch.no_grad():  # the offsets take no gradient from the pose: refining poses leaves the model alone
+        offsets = trainer.model.offsets(pose)
+    images, alphas, _ = trainer.render(deform(g, binding, trainer.tpl, posed, offsets), cams)
     return images, alphas
 
 

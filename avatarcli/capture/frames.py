@@ -124,6 +124,10 @@ class FrameSource:
             out["expression"] = ([self.expression], self.lr.expression)
         return out
 
+    def basis_poses(self, seed: int) -> Pose:
+        """The training frames' tracked poses (what the pose-dependent model's basis spans)."""
+        return self.tracked.index(self.train.to(self.device))
+
     def prior(self) -> Tensor | None:
         """The corrections of the last draw's frames, weighted (mean over those frames)."""
         if self._last is None:

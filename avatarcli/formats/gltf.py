@@ -69,8 +69,9 @@ def top4_weights(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def build_glb(avatar: Avatar, template: Template, motion: Motion | None = None) -> bytes:
     """The avatar as a skinned .glb (bytes) with expression morph targets; with ``motion``, its
-    animation too."""
-    av = avatar.to(template.device)
+    animation too. A pose-dependent appearance is baked at the rest pose: the animation moves
+    the mesh, not its colours."""
+    av = avatar.to(template.device).static(template)
     with torch.no_grad():
         rest = rest_posed(template, av.shape)
         verts = rest.vertices[0].double().cpu().numpy()

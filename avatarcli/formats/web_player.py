@@ -17,7 +17,8 @@ may spread a Gaussian over dozens of joints, so no fixed count of joints would d
 Gaussians ride their triangles in avatarcli; here they take the triangle's
 skinning weights at their foot point and their expression offsets (finite differences of
 the real binding), a close approximation (``player_pose`` evaluates the page's formula).
-Scales and higher SH bands are not animated (the page shows the diffuse colour).
+Scales and higher SH bands are not animated (the page shows the diffuse colour), nor is a
+pose-dependent appearance: the page shows the Gaussians as they are at the rest pose.
 
 The data is one little-endian blob (base64 in the page) and a JSON description, arrays:
 
@@ -157,7 +158,7 @@ def player_data(avatar: Avatar, template: Template, motion: Motion | None) -> Pl
     parents = [int(p) for p in template.parents.tolist()]
     if any(p >= j for j, p in enumerate(parents)):
         raise AvatarError(f"template {template.name} lists a joint before its parent: the web player cannot pose it")
-    av = avatar.to(template.device)
+    av = avatar.to(template.device).static(template)
     if motion is None:
         motion = Motion(avatar.kind, torch.zeros(2, JOINTS[avatar.kind], 3),
                         torch.zeros(2, 0), torch.zeros(2, 3), 1.0, "rest pose")  # fmt: skip

@@ -1,7 +1,8 @@
 """Training checkpoints: everything needed to continue a run, in one safetensors file.
 
-Tensors: ``param.*`` (Gaussians and binding), ``betas``, ``residual.*`` (the residual
-skinning network), ``opt.<group>.<param>.<slot>`` and ``opt_extra.*`` (Adam moments and step
+Tensors: ``param.*`` (Gaussians, binding and pose-dependent latents), ``betas``,
+``residual.*`` (the residual skinning network), ``pose_network.*`` (the pose-dependent
+model's network and basis), ``opt.<group>.<param>.<slot>`` and ``opt_extra.*`` (Adam moments and step
 counts), ``densify.*`` (the densification statistics), ``source.*`` (what trains beside the avatar:
 a video's per-frame pose corrections), ``shading.*`` (a relightable run's light: a video's, learnt)
 and ``rng.*`` (generator states: the run's own, torch's and, on CUDA, the device's).
@@ -24,9 +25,10 @@ from torch import Tensor
 
 from avatarcli.errors import AvatarError
 from avatarcli.fileio import read_bytes, write_bytes
-from avatarcli.generate.parameters import TRAINABLE
-from avatarcli.model.avatar_file import check_residual_config
+from avatarcli.generate.parameters import POSE_LATENTS, trainable
+from avatarcli.model.avatar_file import check_pose_config, check_residual_config
 from avatarcli.model.binding import ResidualWeights
+from avatarcli.model.pose_dependent import PoseNetwork
 
 if TYPE_CHECKING:
     from avatarcli.generate.trainer import Trainer
@@ -103,6 +105,8 @@ def write_checkpoint(path: Path, trainer: Trainer) -> None:
         tensors.update(adam_state(opt, f"opt_extra.{k}"))
     if model.residual is not None:
         tensors.update({f"residual.{k}": v for k, v in model.residual.state_dict().items()})
+    if model.pose_network is not None:
+        tensors.update({f"pose_network.{k}": v for k, v in model.pose_network.state_dict().items()})
     for k, v in trainer.densifier.state.items():
         if v is not None:
             tensors[f"densify.{k}"] = v
@@ -121,6 +125,7 @@ def write_checkpoint(path: Path, trainer: Trainer) -> None:
         "template_sha256": trainer.tpl.sha256,
         "avatar_meta": trainer.meta,
         "residual": model.residual.config if model.residual is not None else None,
+        "pose_dependent": model.pose_network.config if model.pose_network is not None else None,
         "saved": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     save_checkpoint(path, tensors, meta)
@@ -154,11 +159,19 @@ def _restore(path: Path, tensors: dict[str, Tensor], meta: dict[str, Any], train
     if ("param.albedo" in tensors) != model.has_material:
         made = "with" if "param.albedo" in tensors else "without"
         raise AvatarError(f"the checkpoint {path} was made {made} materials (--relightable); it cannot resume this run")
+    model.pose_network = None
+    if meta.get("pose_dependent"):
+        check_pose_config(meta["pose_dependent"], trainer.tpl.kind, str(path))  # bounded before it is built
+        model.pose_network = PoseNetwork(**meta["pose_dependent"]).to(device)
+        prefix = "pose_network."
+        model.pose_network.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
     model.params = {
-        k[len("param.") :]: torch.nn.Parameter(v.to(device), requires_grad=k[len("param.") :] in TRAINABLE)
+        k[len("param.") :]: torch.nn.Parameter(v.to(device), requires_grad=trainable(k[len("param.") :]))
         for k, v in tensors.items()
         if k.startswith("param.")
     }
+    if model.pose_network is not None and tuple(model.params[POSE_LATENTS].shape) != (len(model), model.pose_network.rank):
+        raise ValueError(f"{POSE_LATENTS} does not match the Gaussians and the pose-dependent network")
     with torch.no_grad():
         model.betas.copy_(tensors["betas"].to(device))
     trainer.source.load_state({k[len("source.") :]: v for k, v in tensors.items() if k.startswith("source.")})

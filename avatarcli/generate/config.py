@@ -68,6 +68,21 @@ class DensifyConfig:
 
 
 @dataclass
+class PoseDependentConfig:
+    """The pose-dependent appearance (:mod:`avatarcli.model.pose_dependent`): whether a run
+    trains one (from its animation stage), its size and how it trains. An avatar that
+    already has one trains it whatever ``enabled`` says."""
+
+    enabled: bool = False
+    components: int = 16  # principal directions of the training poses
+    rank: int = 32  # offset fields each Gaussian mixes
+    width: int = 64  # hidden units of the fields' network
+    regularisation: float = 0.01  # weight of the mean squared offset (in the network's output units)
+    lr_network: float = 1e-3
+    lr_latents: float = 1e-2
+
+
+@dataclass
 class GenerateConfig:
     """Everything a generation run needs besides the avatar and the guidance."""
 
@@ -107,6 +122,7 @@ class GenerateConfig:
     # names none)
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)
     compile: bool = False  # torch.compile the condition drawing (the guidance compiles its networks itself)
+    pose_dependent: PoseDependentConfig = field(default_factory=PoseDependentConfig)
 
     def validate(self) -> GenerateConfig:
         if not self.prompt.strip():

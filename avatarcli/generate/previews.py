@@ -33,7 +33,7 @@ def write_preview(
     any; ``shade`` colours an avatar with materials for the views, as training does)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     posed = rest_posed(template, model.betas)
-    pg = deform(model.gaussians(), model.binding(), template, posed)
+    pg = deform(model.gaussians(), model.binding(), template, posed, model.offsets(template.zero_pose(1)))
     center, radius = framing(pg.means[0])
     cams = turntable_cameras(center, radius, 4, (size, size))
     views = cams.index([0, 1, 2])

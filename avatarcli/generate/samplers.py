@@ -12,6 +12,7 @@ are face close-ups. Prompts get a view-dependent suffix (front / side / back / o
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Protocol
@@ -106,6 +107,13 @@ class PoseSampler:
         rot = torch.where((kind == 2)[:, None, None], pool_rot, rot)
         expr = torch.where((kind == 2)[:, None], pool_expr, torch.zeros(n, e))
         return Pose(rot, expr, torch.zeros(n, 3)).to(self.template.device)
+
+    def independent(self, seed: int) -> PoseSampler:
+        """The same sampler drawing from a generator of its own (``seed``): draws from it leave
+        this one's sequence alone."""
+        other = copy.copy(self)
+        other.g = torch.Generator().manual_seed(seed)
+        return other
 
     def __call__(self, n: int, stage: str) -> Pose:
         if not self.animated:
@@ -223,6 +231,11 @@ class ViewSource(Protocol):
         """Tensors that train with the avatar, by name, with their learning rates."""
         ...
 
+    def basis_poses(self, seed: int) -> Pose:
+        """Poses that span what training shows (the pose-dependent model's basis is fitted to
+        them); ``seed`` for sources that draw them."""
+        ...
+
     def prior(self) -> Tensor | None:
         """A penalty on those tensors (added once a step), or None."""
         ...
@@ -232,6 +245,9 @@ class ViewSource(Protocol):
         ...
 
     def load_state(self, tensors: dict[str, Tensor]) -> None: ...
+
+
+BASIS_POSES = 2048  # generation's poses drawn for the pose-dependent model's basis
 
 
 class GeneratedViews:
@@ -252,6 +268,10 @@ class GeneratedViews:
 
     def trainables(self) -> dict[str, tuple[list[Tensor], float]]:
         return {}
+
+    def basis_poses(self, seed: int) -> Pose:
+        """:data:`BASIS_POSES` animation-stage poses, drawn as training draws them."""
+        return self.poses.independent(seed)(BASIS_POSES, "animate")
 
     def prior(self) -> Tensor | None:
         return None

@@ -39,6 +39,7 @@ from avatarcli.model import avatar_file
 from avatarcli.model.avatar import Avatar, check_template, template_meta
 from avatarcli.model.binding import SkinningBinding, TriangleBinding, deform, rest_posed
 from avatarcli.model.gaussians import Gaussians, PosedGaussians
+from avatarcli.model.pose_dependent import offset_penalty
 from avatarcli.render.cameras import Cameras, framing
 from avatarcli.render.rasterize import render_gaussians
 from avatarcli.signals import Interrupted, InterruptFlag, deferred_interrupts
@@ -133,10 +134,12 @@ class Trainer:
         self._background = torch.tensor(config.background, device=self.device, dtype=torch.float32)
         if self.model.residual is None and stages.wants_residual(config, template.kind, self.stage):  # a body run that starts animated
             stages.add_residual(self.model, template, self.radius)
+        if self.model.pose_network is None and stages.wants_pose_dependent(config, self.stage):
+            stages.add_pose_dependent(self.model, template, self.source.basis_poses(config.seed), config, self.radius)
         self.make_optimizers()
 
     def make_optimizers(self) -> None:
-        self.optimizers, self.extra_optimizers = self.model.optimizers(self.cfg.lr)
+        self.optimizers, self.extra_optimizers = self.model.optimizers(self.cfg.lr, self.cfg.pose_dependent)
         for name, (tensors, lr) in self.source.trainables().items():
             self.extra_optimizers[f"source.{name}"] = torch.optim.Adam(tensors, lr=lr, betas=(0.9, 0.99))
         for name, (tensors, lr) in (self.shading.trainables() if self.shading is not None else {}).items():
@@ -158,6 +161,8 @@ class Trainer:
             stages.rerig(self.model, self.tpl, self.meta)
             if stages.wants_residual(self.cfg, self.tpl.kind, self.stage):
                 stages.add_residual(self.model, self.tpl, self.radius)
+            if self.model.pose_network is None and stages.wants_pose_dependent(self.cfg, self.stage):
+                stages.add_pose_dependent(self.model, self.tpl, self.source.basis_poses(self.cfg.seed), self.cfg, self.radius)
             self.make_optimizers()
             self.densifier = Densifier(self.cfg.densify, self.radius)
 
@@ -203,12 +208,8 @@ class Trainer:
             group["lr"] = cfg.lr.position_at(self.step)
         for opt in self.optimizers.values():
             opt.step()
-        if "betas" in self.extra_optimizers and progress < cfg.shape_freeze:
-            self.extra_optimizers["betas"].step()
-        if "residual" in self.extra_optimizers:
-            self.extra_optimizers["residual"].step()
-        for name, opt in self.extra_optimizers.items():
-            if name.startswith(("source.", "shading.")):
+        for name, opt in self.extra_optimizers.items():  # the shape, the networks, the source's corrections, the light
+            if name != "betas" or progress < cfg.shape_freeze:
                 opt.step()
         self.step += 1
         in_stage = self.step - self.plan[self.stage_index].start
@@ -244,7 +245,8 @@ class Trainer:
         cams, bg = views.cameras.index(share.views), self._background
         g = self.model.gaussians()
         binding = self.model.binding()
-        images, alphas, meta = self.render(deform(g, binding, self.tpl, posed), cams, share, seed)
+        offsets = self.model.offsets(pose)
+        images, alphas, meta = self.render(deform(g, binding, self.tpl, posed, offsets), cams, share, seed)
         self.densifier.step_pre_backward(meta)
         conditions = None
         if self.guidance.wants_conditions():
@@ -265,6 +267,10 @@ class Trainer:
                 total = total + self.shading.prior()
         else:
             total = loss
+        if offsets is not None and self.model.pose_network is not None and cfg.pose_dependent.regularisation > 0:
+            # per view, so that the shares of a step's passes and processes add up to its mean
+            fraction = offsets.means.shape[0] / share.total
+            total = total + cfg.pose_dependent.regularisation * fraction * offset_penalty(offsets, self.model.pose_network)
         total.backward()
         return total.detach(), self.densifier.statistics(meta, len(g), cfg.batch, int(info.get("elements", 1)))
 

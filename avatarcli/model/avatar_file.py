@@ -5,15 +5,17 @@ Tensors:
     binding.face_idx                                              both bindings
     binding.weights, binding.bary                                 skinning binding (bodies)
     binding.residual.*                                            optional residual-weight network
+    pose.latents, pose.network.*                                  optional pose-dependent model (version 3)
     template.betas                                                template shape (S,)
     material.albedo_logits / roughness_logits / specular_logits   optional materials (relightable avatars,
     material.light                                                ``meta["material"]``: model/material.py)
 
 ``__metadata__`` holds one key, ``avatarcli``, whose value is a JSON object: format name and
 version, model kind, binding kind, template (name, file, sha256 and its vertex/face/joint
-counts), stage, prompt, seed, and the history of commands that made the file. Nothing is
-pickled; unknown tensors are kept and written back. Version 3 added the optional material
-group; files of versions 1 and 2 read as they always did.
+counts), stage, prompt, seed, the history of commands that made the file, and the settings
+of the optional parts (``residual``, ``material``, ``pose_dependent``). Nothing is pickled;
+unknown tensors are kept and written back. Version 3 added the optional material and
+pose-dependent groups; files of versions 1 and 2 read as they always did.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from avatarcli.model.avatar import Avatar
 from avatarcli.model.binding import Binding, ResidualWeights, SkinningBinding, TriangleBinding
 from avatarcli.model.gaussians import Gaussians
 from avatarcli.model.material import check_material_config, material_from_record, material_record
+from avatarcli.model.pose_dependent import FEATURES, GROUPS, PoseDependent, PoseNetwork, feature_size
 from avatarcli.templates.skeletons import FLAME_JOINT_NAMES, SMPLX_JOINT_NAMES
 
 FORMAT = "avatarcli.avatar"
@@ -61,6 +64,13 @@ def to_bytes(avatar: Avatar) -> bytes:
     if avatar.material is not None:
         material_tensors, meta["material"] = material_record(avatar.material)
         tensors.update(material_tensors)
+    pose = avatar.pose_dependent
+    if pose is not None:
+        tensors["pose.latents"] = pose.latents
+        tensors.update({f"pose.network.{k}": v for k, v in pose.network.state_dict().items()})
+        meta["pose_dependent"] = pose.network.config
+    else:
+        meta.pop("pose_dependent", None)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     meta.update(format=FORMAT, version=VERSION, kind=avatar.kind, binding=avatar.binding.kind)
     return st_save(tensors, metadata={"avatarcli": json.dumps(meta)})
@@ -120,6 +130,9 @@ MAX_JOINTS = 1000
 RESIDUAL_LIMITS = {"frequencies": (0, 16), "width": (1, 1024)}
 # what each kind is made of: heads ride FLAME's triangles, bodies are skinned to SMPL-X's joints
 KIND_LAYOUT = {"head": ("triangle", len(FLAME_JOINT_NAMES), "FLAME"), "body": ("skinning", len(SMPLX_JOINT_NAMES), "SMPL-X")}
+# the pose-dependent model's settings, likewise (its feature length follows from the layout)
+POSE_LIMITS = {"components": (1, 256), "rank": (1, 256), "width": (1, 1024)}
+MAX_EXPRESSION = 400
 
 
 def _is_int(value: Any) -> bool:
@@ -183,6 +196,8 @@ def check_meta(meta: Any, name: str = "input") -> None:
         check_residual_config(meta["residual"], template["joints"], name)
     if meta.get("material") is not None:
         check_material_config(meta["material"], name)
+    if meta.get("pose_dependent") is not None:
+        check_pose_config(meta["pose_dependent"], meta["kind"], name)
 
 
 def check_residual_config(config: Any, joints: int, name: str = "input") -> None:
@@ -198,6 +213,34 @@ def check_residual_config(config: Any, joints: int, name: str = "input") -> None
     scale = config["scale"]
     if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and math.isfinite(scale) and scale > 0):
         raise AvatarError(f"{where}: 'scale' must be a positive number (got {json.dumps(scale)[:40]})")
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def check_pose_config(config: Any, kind: str, name: str = "input") -> None:
+    """Raise AvatarError unless ``config`` describes a pose-dependent model for a ``kind``
+    avatar within POSE_LIMITS (checked before the network is built: its size follows)."""
+    keys = {"features", "dims", "components", "rank", "width", "scales", "clip"}
+    if not isinstance(config, dict) or set(config) != keys:
+        raise AvatarError(f"{name}: 'pose_dependent' must be an object of {', '.join(sorted(keys))}")
+    where = f"{name}: pose_dependent"
+    if config["features"] not in FEATURES or config["features"] != kind:
+        raise AvatarError(f"{where}: 'features' is {json.dumps(config['features'])[:40]}; a {kind} avatar's are {kind!r}")
+    for key, (low, high) in POSE_LIMITS.items():
+        _whole(config, key, where, low, high)
+    if kind == "body":
+        _whole(config, "dims", where, feature_size("body", 0), feature_size("body", 0))
+    else:
+        _whole(config, "dims", where, feature_size("head", 0), feature_size("head", MAX_EXPRESSION))
+    if config["components"] > config["dims"]:
+        raise AvatarError(f"{where}: {config['components']} components of a {config['dims']}-value feature")
+    scales = config["scales"]
+    if not isinstance(scales, dict) or set(scales) != set(GROUPS) or not all(_positive(v) for v in scales.values()):
+        raise AvatarError(f"{where}: 'scales' must give a positive number for each of {', '.join(GROUPS)}")
+    if not _positive(config["clip"]):
+        raise AvatarError(f"{where}: 'clip' must be a positive number (got {json.dumps(config['clip'])[:40]})")
 
 
 # -- the tensors ----------------------------------------------------------------------------------
@@ -250,6 +293,32 @@ def _residual(config: dict[str, Any], tensors: dict[str, Tensor]) -> ResidualWei
     return res
 
 
+def _pose_dependent(config: dict[str, Any], tensors: dict[str, Tensor], n: int) -> PoseDependent:
+    """The pose-dependent model the (checked, bounded) config describes, with its stored tensors."""
+    network = PoseNetwork(**config)
+    prefix = "pose.network."
+    state = {k[len(prefix) :]: tensors.pop(k) for k in sorted(tensors) if k.startswith(prefix)}
+    want = network.state_dict()
+    missing = sorted(set(want) - set(state))
+    if missing:
+        raise ValueError(f"the pose-dependent model's tensors are missing ({', '.join(prefix + k for k in missing)})")
+    unknown = sorted(set(state) - set(want))
+    if unknown:
+        raise ValueError(f"unexpected pose-dependent model tensor {prefix + unknown[0]}")
+    for k, t in state.items():
+        if not t.is_floating_point():
+            raise ValueError(f"{prefix}{k} holds {t.dtype}, not floating-point numbers")
+        _shape(prefix + k, t, tuple(want[k].shape))
+        _finite(prefix + k, t)
+    if not bool((state["std"] > 0).all()):
+        raise ValueError(f"{prefix}std holds values that are not positive")
+    network.load_state_dict({k: t.float() for k, t in state.items()})
+    latents = _float(tensors, "pose.latents")
+    _shape("pose.latents", latents, (n, config["rank"]))
+    _finite("pose.latents", latents)
+    return PoseDependent(network, latents)
+
+
 def _assemble(meta: dict[str, Any], tensors: dict[str, Tensor]) -> Avatar:
     """The avatar from checked metadata and its tensors, each checked against the metadata:
     shapes, dtypes, finite values, indices within the template."""
@@ -281,7 +350,8 @@ def _assemble(meta: dict[str, Any], tensors: dict[str, Tensor]) -> Avatar:
         raise ValueError(f"template.betas has {len(betas)} values, more than the {MAX_BETAS} a template may have")
     _finite("template.betas", betas)
     material = material_from_record(meta.get("material"), tensors, n)
-    return Avatar(meta["kind"], g, binding, betas, meta, tensors, material=material)
+    pose = _pose_dependent(meta["pose_dependent"], tensors, n) if meta.get("pose_dependent") is not None else None
+    return Avatar(meta["kind"], g, binding, betas, meta, tensors, material=material, pose_dependent=pose)
 
 
 MAX_AVATAR_BYTES = 4 << 30  # the largest .avatar file read: 4 GiB (some 15 million Gaussians)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from avatarcli.geometry import SurfaceQuery
-from avatarcli.model.gaussians import Gaussians, PosedGaussians
+from avatarcli.model.gaussians import GaussianOffsets, Gaussians, PosedGaussians
 from avatarcli.rotations import matrix_to_quat, quat_conjugate, quat_multiply
 from avatarcli.templates.template import Posed, Template
 
@@ -163,7 +163,9 @@ def _frames(vertices: Tensor, faces: Tensor) -> tuple[Tensor, Tensor, Tensor, Te
     return tri.mean(dim=2), rot, k, affine
 
 
-def deform(gaussians: Gaussians, binding: Binding, template: Template, posed: Posed) -> PosedGaussians:
+def deform(
+    gaussians: Gaussians, binding: Binding, template: Template, posed: Posed, offsets: GaussianOffsets | None = None
+) -> PosedGaussians:
     """Move bound Gaussians to the posed template.
 
     Args:
@@ -171,31 +173,41 @@ def deform(gaussians: Gaussians, binding: Binding, template: Template, posed: Po
         binding: their binding.
         template: the template they are bound to.
         posed: a batch of B posed templates (from ``template.pose``).
+        offsets: per-pose changes to the Gaussians (B poses), added in the local space
+            before posing; the result then has per-pose opacities and colours. None (no
+            pose-dependent appearance) poses the Gaussians as they are, sharing their
+            opacities and colours between poses, with no copies.
 
     Returns:
         World-space Gaussians for every pose in the batch.
     """
     quats = F.normalize(gaussians.quats, dim=-1)
-    scales = torch.exp(gaussians.log_scales)
+    if offsets is None:
+        means, log_scales = gaussians.means[None], gaussians.log_scales[None]  # (1, N, 3): views
+        opacities, sh = torch.sigmoid(gaussians.opacity_logits), gaussians.sh
+    else:
+        means, log_scales, logits, sh = offsets.applied(gaussians)
+        opacities = torch.sigmoid(logits)
+    scales = torch.exp(log_scales)
+    b = posed.vertices.shape[0]
     if isinstance(binding, TriangleBinding):
         centers, rots, k, affine = _frames(posed.vertices, template.faces)
         c, kk = centers[:, binding.face_idx], k[:, binding.face_idx, None]
-        means = (affine[:, binding.face_idx] @ gaussians.means[None, :, :, None])[..., 0] + c
+        world_means = (affine[:, binding.face_idx] @ means[..., None])[..., 0] + c
         face_quats = matrix_to_quat(rots)[:, binding.face_idx]  # once per triangle, not per Gaussian
         world_quats = quat_multiply(face_quats, quats[None].expand(face_quats.shape[0], -1, -1))
-        world_scales = kk * scales[None]
+        world_scales = kk * scales
     else:
-        offsets = surface_offsets(template, posed, binding)
-        rest = gaussians.means[None] + offsets
+        rest = means + surface_offsets(template, posed, binding)
         weights = binding.effective_weights(gaussians.means)
         t = torch.einsum("nj,bjk->bnk", weights, posed.transforms.reshape(posed.transforms.shape[0], -1, 16))
         t = t.reshape(t.shape[0], t.shape[1], 4, 4)
         # t[..., :3, :3] @ rest + t[..., :3, 3], column by column (a batch of 3x3 products is slow on a CPU)
-        means = t[..., :3, 3] + t[..., :3, 0] * rest[..., 0:1] + t[..., :3, 1] * rest[..., 1:2] + t[..., :3, 2] * rest[..., 2:3]
+        world_means = t[..., :3, 3] + t[..., :3, 0] * rest[..., 0:1] + t[..., :3, 1] * rest[..., 1:2] + t[..., :3, 2] * rest[..., 2:3]
         blended = torch.einsum("nj,bjk->bnk", weights, joint_quats(posed.transforms, template.levels))
         world_quats = quat_multiply(F.normalize(blended, dim=-1), quats[None].expand(blended.shape[0], -1, -1))
-        world_scales = scales[None].expand(means.shape[0], -1, -1)
-    return PosedGaussians(means, world_quats, world_scales, torch.sigmoid(gaussians.opacity_logits), gaussians.sh)
+        world_scales = scales.expand(b, -1, -1)
+    return PosedGaussians(world_means, world_quats, world_scales, opacities, sh)
 
 
 def surface_offsets(template: Template, posed: Posed, binding: SkinningBinding) -> Tensor:

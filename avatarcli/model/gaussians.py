@@ -109,7 +109,9 @@ class PosedGaussians:
 
     Attributes:
         means: (B, N, 3); quats: (B, N, 4) unit (w, x, y, z); scales: (B, N, 3) metres;
-        opacities: (N,) in [0, 1]; sh: (N, K, 3).
+        opacities: (N,) in [0, 1], shared by every pose, or (B, N) when they differ per pose
+            (an avatar whose appearance depends on its pose);
+        sh: (N, K, 3), or (B, N, K, 3) per pose (alike with ``opacities``).
     """
 
     means: Tensor
@@ -118,17 +120,60 @@ class PosedGaussians:
     opacities: Tensor
     sh: Tensor
 
+    @property
+    def per_pose(self) -> bool:
+        """Whether opacities and colours differ per pose (batched as (B, N) and (B, N, K, 3))."""
+        return self.opacities.dim() == 2
+
+    def opacities_of(self, b: int) -> Tensor:
+        """(N,) the opacities of pose b."""
+        return self.opacities[b] if self.per_pose else self.opacities
+
+    def sh_of(self, b: int) -> Tensor:
+        """(N, K, 3) the SH colour of pose b."""
+        return self.sh[b] if self.per_pose else self.sh
+
     def frame(self, b: int) -> PosedGaussians:
         """The b-th pose as a batch of one."""
-        return replace(self, means=self.means[b : b + 1], quats=self.quats[b : b + 1], scales=self.scales[b : b + 1])
+        one = slice(b, b + 1)
+        if self.per_pose:
+            return PosedGaussians(self.means[one], self.quats[one], self.scales[one], self.opacities[one], self.sh[one])
+        return replace(self, means=self.means[one], quats=self.quats[one], scales=self.scales[one])
 
     def gaussians(self, b: int = 0) -> Gaussians:
         """Pose b as pre-activation Gaussians (world space): what a 3DGS file stores."""
-        op = self.opacities.clamp(1e-6, 1 - 1e-6)
+        op = self.opacities_of(b).clamp(1e-6, 1 - 1e-6)
         return Gaussians(
             means=self.means[b],
             log_scales=torch.log(self.scales[b].clamp_min(1e-12)),
             quats=self.quats[b] / self.quats[b].norm(dim=-1, keepdim=True),
             opacity_logits=torch.log(op / (1 - op)),
-            sh=self.sh,
+            sh=self.sh_of(b),
         )
+
+
+@dataclass
+class GaussianOffsets:
+    """Changes to N Gaussians' pre-activation values for a batch of B poses (a pose-dependent
+    appearance, :mod:`avatarcli.model.pose_dependent`), added before they are posed.
+
+    Attributes:
+        means: (B, N, 3) in the binding's local space (triangle-local for heads, rest space
+            for bodies).
+        log_scales: (B, N, 3) in the same space.
+        opacity_logits: (B, N).
+        sh0: (B, N, 3) added to the DC spherical-harmonic coefficient.
+    """
+
+    means: Tensor
+    log_scales: Tensor
+    opacity_logits: Tensor
+    sh0: Tensor
+
+    def applied(self, gaussians: Gaussians) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``gaussians`` with these offsets: means (B, N, 3), log-scales (B, N, 3), opacity
+        logits (B, N) and SH (B, N, K, 3)."""
+        sh = gaussians.sh[None].expand(self.sh0.shape[0], -1, -1, -1)
+        sh = torch.cat([sh[:, :, :1] + self.sh0[:, :, None], sh[:, :, 1:]], dim=2)
+        return (gaussians.means + self.means, gaussians.log_scales + self.log_scales,
+                gaussians.opacity_logits + self.opacity_logits, sh)  # fmt: skip

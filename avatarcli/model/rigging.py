@@ -216,6 +216,7 @@ def rig_avatar(avatar: Avatar, template: Template, **kwargs: object) -> tuple[Av
     """Re-rig an avatar from its Gaussians' current rest-pose positions."""
     world = rest_world_gaussians(avatar, template)
     meta = dict(avatar.meta)
+    meta.pop("pose_dependent", None)  # a pose-dependent model is left behind, its rest-pose look kept
     out, report = rig_gaussians(world, template, avatar.betas, meta=meta, **kwargs)  # type: ignore[arg-type]
     out.extra = {k: v for k, v in avatar.extra.items() if not k.startswith("binding.")}
     if avatar.material is not None:  # materials stay with their Gaussians

@@ -136,6 +136,8 @@ def render_gaussians(
     colors: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, dict]:
     """Render posed Gaussians: pose b through camera b, or one pose through every camera.
+    Opacities and colours that differ per pose (``posed.per_pose``) go to the rasterizer as
+    (C, N) and (C, N, K, 3); shared ones as they are.
 
     Args:
         colors: (C, N, 3) a colour of every Gaussian for each camera, drawn instead of the SH
@@ -150,16 +152,19 @@ def render_gaussians(
         if b not in (1, c) or colors.shape[0] != c:
             raise ValueError(f"{b} poses and colours for {colors.shape[0]} views cannot be paired with {c} cameras")
         means, quats, scales = (t.expand(c, -1, -1) for t in (posed.means, posed.quats, posed.scales))
-        return rasterize(means, quats, scales, posed.opacities, colors, cameras, backgrounds=background, backend=backend)
+        opacities = posed.opacities_of(0) if b == 1 else posed.opacities
+        return rasterize(means, quats, scales, opacities, colors, cameras, backgrounds=background, backend=backend)
+    opacities, sh = posed.opacities, posed.sh
     if b == 1 and len(cameras) > 1:
         means, quats, scales = posed.means[0], posed.quats[0], posed.scales[0]
+        opacities, sh = posed.opacities_of(0), posed.sh_of(0)
     elif b == len(cameras):
         means, quats, scales = posed.means, posed.quats, posed.scales
     else:
         raise ValueError(f"{b} poses cannot be paired with {len(cameras)} cameras")
-    degree = round(posed.sh.shape[1] ** 0.5) - 1
+    degree = round(sh.shape[-2] ** 0.5) - 1
     return rasterize(
-        means, quats, scales, posed.opacities, posed.sh, cameras,
+        means, quats, scales, opacities, sh, cameras,
         backgrounds=background, sh_degree=degree, backend=backend,
     )  # fmt: skip
 

@@ -62,6 +62,45 @@ def test_sequence_writes_a_ply_per_frame(head_avatar, head_template, tmp_path):
     assert not torch.equal(first.means, mid.means)
 
 
+def test_gaussian_exports_at_a_frame_carry_the_pose_dependent_look(head_avatar, head_template, tmp_path):
+    """.ply, .splat.glb and a sequence at a motion frame are the avatar posed with that
+    frame's offsets: colours, opacities and places differ from the rest pose's."""
+    from avatarcli.formats.splat_gltf import sh_attribute
+
+    from helpers import with_pose_model
+
+    av = with_pose_model(head_avatar, head_template)
+    motion = builtin_motion("smile", "head", fps=5)
+    poses, _ = to_template_poses(motion, head_template)
+    api.export(av, tmp_path / "f.ply", motion=motion, frame=3, sh_degree=0)
+    api.export(av, tmp_path / "f.splat.glb", motion=motion, frame=3)
+    files = api.export(av, tmp_path / "seq", motion=motion, sequence=True, sh_degree=0)
+    with torch.no_grad():
+        want = av.posed(head_template, poses.index([3])).gaussians(0)
+        rest = av.posed(head_template).gaussians(0)
+    for back in (read_ply(tmp_path / "f.ply"), read_ply(files[3])):
+        assert torch.allclose(back.means, want.means, atol=1e-5)
+        assert torch.allclose(back.sh[:, 0], want.sh[:, 0], atol=1e-5)
+        assert torch.allclose(back.opacity_logits, want.opacity_logits, atol=1e-4)
+        assert float((back.sh[:, 0] - rest.sh[:, 0]).abs().max()) > 1e-2
+    js, binary = read_glb_json((tmp_path / "f.splat.glb").read_bytes())
+    attrs = js["meshes"][0]["primitives"][0]["attributes"]
+    assert np.allclose(accessor_array(js, binary, attrs[sh_attribute(0)]), want.sh[:, 0].numpy(), atol=1e-5)
+
+
+def test_the_skinned_glb_and_the_player_show_a_pose_dependent_look_at_rest(head_avatar, head_template):
+    from avatarcli.formats.web_player import player_data
+
+    from helpers import with_pose_model
+
+    av = with_pose_model(head_avatar, head_template)
+    rest = av.static(head_template)
+    assert build_glb(av, head_template) == build_glb(rest, head_template)
+    assert build_glb(av, head_template) != build_glb(head_avatar, head_template)  # the rest pose's offsets are in it
+    a, b = player_data(av, head_template, None), player_data(rest, head_template, None)
+    assert np.array_equal(a.arrays["colors"], b.arrays["colors"]) and np.array_equal(a.arrays["centers"], b.arrays["centers"])
+
+
 def test_splat_file_size(head_avatar, tmp_path):
     api.export(head_avatar, tmp_path / "h.splat")
     assert (tmp_path / "h.splat").stat().st_size == 32 * len(head_avatar)

@@ -7,12 +7,15 @@ import struct
 
 import pytest
 import torch
+from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from avatarcli.errors import AvatarError
 from avatarcli.fileio import atomic_path
 from avatarcli.model import avatar_file
 from avatarcli.model.avatar import Avatar
+
+from helpers import random_pose, with_pose_model
 
 
 def test_round_trip(head_avatar, body_avatar, tmp_path):
@@ -80,6 +83,69 @@ def test_newer_versions_are_refused(head_avatar):
     data = data.replace(f'\\"version\\": {avatar_file.VERSION}'.encode(), b'\\"version\\": 9')
     with pytest.raises(AvatarError, match="newer"):
         avatar_file.from_bytes(data)
+
+
+def test_files_of_earlier_versions_read(head_avatar):
+    data = avatar_file.to_bytes(head_avatar)
+    for version in (1, 2):
+        back = avatar_file.from_bytes(data.replace(b'\\"version\\": 3', f'\\"version\\": {version}'.encode()))
+        assert back.pose_dependent is None and torch.equal(back.gaussians.means, head_avatar.gaussians.means)
+
+
+@pytest.mark.parametrize("kind", ["head", "body"])
+def test_a_pose_dependent_model_round_trips(kind, head_avatar, body_avatar, head_template, body_template):
+    av, tpl = (head_avatar, head_template) if kind == "head" else (body_avatar, body_template)
+    model = with_pose_model(av, tpl)
+    back = avatar_file.from_bytes(avatar_file.to_bytes(model))
+    assert back.meta["pose_dependent"] == model.pose_dependent.network.config
+    assert torch.equal(back.pose_dependent.latents, model.pose_dependent.latents)
+    assert not any(k.startswith("pose.") for k in back.extra)
+    pose = random_pose(tpl, 2, 0.3, seed=3)
+    a, b = model.posed(tpl, pose), back.posed(tpl, pose)
+    assert torch.equal(a.means, b.means) and torch.equal(a.sh, b.sh) and torch.equal(a.opacities, b.opacities)
+    # an avatar that lost its model is written without its settings
+    back.pose_dependent = None
+    assert "pose_dependent" not in avatar_file.from_bytes(avatar_file.to_bytes(back)).meta
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c.update(rank=100_000), "rank"),
+        (lambda c: c.update(features="body"), "features"),
+        (lambda c: c.update(clip=-1.0), "clip"),
+        (lambda c: c["scales"].pop("color"), "scales"),
+        (lambda c: c.update(components=40), "components"),
+        (lambda c: c.pop("width"), "pose_dependent"),
+    ],
+)
+def test_bad_pose_dependent_settings_are_refused_before_anything_is_built(edit, message, head_avatar, head_template):
+    model = with_pose_model(head_avatar, head_template)
+    data = avatar_file.to_bytes(model)
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    meta = json.loads(header["__metadata__"]["avatarcli"])
+    edit(meta["pose_dependent"])
+    tensors = st_load(data)
+    with pytest.raises(AvatarError, match=message):
+        avatar_file.from_bytes(st_save(tensors, metadata={"avatarcli": json.dumps(meta)}))
+
+
+def test_pose_dependent_tensors_are_checked(head_avatar, head_template):
+    model = with_pose_model(head_avatar, head_template)
+    tensors = st_load(avatar_file.to_bytes(model))
+    meta = {"avatarcli": json.dumps({**model.meta, "format": "avatarcli.avatar", "version": 3, "kind": "head", "binding": "triangle",
+                                     "pose_dependent": model.pose_dependent.network.config})}  # fmt: skip
+    for key, value, message in (("pose.latents", tensors["pose.latents"][:-1], "pose.latents"),
+                                ("pose.network.std", -tensors["pose.network.std"], "not positive"),
+                                ("pose.network.net.0.weight", tensors["pose.network.net.0.weight"] * float("nan"), "NaN")):  # fmt: skip
+        bad = dict(tensors)
+        bad[key] = value
+        with pytest.raises(AvatarError, match=message):
+            avatar_file.from_bytes(st_save(bad, metadata=meta))
+    missing = {k: v for k, v in tensors.items() if k != "pose.network.mean"}
+    with pytest.raises(AvatarError, match="missing"):
+        avatar_file.from_bytes(st_save(missing, metadata=meta))
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):
