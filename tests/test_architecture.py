@@ -58,3 +58,10 @@ def test_every_import_points_down_the_layers():
 def test_no_module_is_long():
     long = [f"{p.relative_to(PACKAGE)}: {n}" for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 700]
     assert not long, long
+
+
+def test_test_modules_have_one_basename_each():
+    """Tests mirror the package, but pytest imports test modules by their basename (rootdir
+    mode): two ``test_frames.py`` in different folders stop the whole suite from collecting."""
+    names = sorted(p.name for p in (PACKAGE.parent / "tests").rglob("test_*.py"))
+    assert not [n for n in set(names) if names.count(n) > 1]
