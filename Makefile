@@ -3,7 +3,7 @@
 #   make demo   install everything and run the pipeline on the built-in defaults
 # and one for a GPU machine whose python3 already has CUDA PyTorch:
 #   make gpu-test   the CUDA suite (tests/cuda), with the packages that python lacks taken from
-#                   wheels in .whl/ (README.md, Development, says which and how to fetch them)
+#                   wheels in .whl/, or one site.tar.xz of them installed (README.md, Development, says which)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO ?= demo-output
@@ -29,7 +29,9 @@ GPU_PY ?= python3
 GPU_SITE ?= /tmp/avatarcli-site
 GPU_ENV = PYTHONPATH=$(GPU_SITE):$(CURDIR) TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16
 gpu-test:
-	$(GPU_PY) -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $(GPU_SITE) .whl/*.whl
+	mkdir -p $(GPU_SITE)
+	if [ -f .whl/site.tar.xz ]; then tar -xJf .whl/site.tar.xz -C $(GPU_SITE); \
+	else $(GPU_PY) -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $(GPU_SITE) .whl/*.whl; fi
 	$(GPU_ENV) $(GPU_PY) -c "from gsplat.cuda._backend import _C"  # gsplat builds its CUDA kernels once (about a minute)
 	$(GPU_ENV) $(GPU_PY) -m pytest -p no:cacheprovider -m cuda -n 4 -v --durations=0 tests/cuda
 
