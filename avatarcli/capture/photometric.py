@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from avatarcli.capture.regions import CLEAR, IGNORE
 from avatarcli.devices import to_device
 from avatarcli.generate.guidance.protocol import Scene
 
@@ -83,8 +84,10 @@ class PhotometricLoss:
     Args:
         frames: (T, H, W, 3) uint8 video frames at the training size.
         person: (T, H, W) uint8 person probability x 255.
-        weights: (T, H, W) uint8, 255 where a pixel counts, 0 where it is ignored (a person's
-            body under a captured head), or None (every pixel counts).
+        weights: (T, H, W) uint8 codes of :mod:`~avatarcli.capture.regions`: COUNT where a
+            pixel counts as the frame shows it, IGNORE where it does not count (a person's
+            body just under a captured head), CLEAR where it counts as background whatever
+            the frame shows (a person's body away from the head); or None (every pixel counts).
         device: the training device (frames are kept there when they fit, else on the CPU).
         loss: the weights of the terms.
         seed: the draws of background colours.
@@ -112,16 +115,17 @@ class PhotometricLoss:
         return False
 
     def targets(self, frames: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """For video frames (B,): images (B, H, W, 3) and person masks (B, H, W, 1) in [0, 1],
-        and pixel weights (B, H, W, 1), on the training device."""
+        """For video frames (B,): images (B, H, W, 3) and person masks (B, H, W, 1) in [0, 1]
+        (0 where a pixel must be clear), and pixel weights (B, H, W, 1) (0 where a pixel is
+        ignored, else 1), on the training device."""
         idx = frames.to(self.frames.device)
         image = to_device(self.frames[idx], self.device).float() / 255.0
         mask = to_device(self.person[idx], self.device).float()[..., None] / 255.0
         if self.weights is None:
-            weight = torch.ones_like(mask)
-        else:
-            weight = to_device(self.weights[idx], self.device).float()[..., None] / 255.0
-        return image, mask, weight
+            return image, mask, torch.ones_like(mask)
+        code = to_device(self.weights[idx], self.device)[..., None]
+        mask = torch.where(code == CLEAR, 0.0, mask)
+        return image, mask, (code != IGNORE).float()
 
     def loss(
         self,

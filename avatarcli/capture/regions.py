@@ -1,11 +1,13 @@
 """Which pixels of a frame a captured avatar answers for.
 
-The segmenter finds the whole person; a head avatar is a head and a neck. Person pixels far
-from the tracked head (the shoulders and chest, a raised hand) or past the base of the neck
-carry no weight, so the avatar is not asked to grow a torso. Everything else counts:
-background pixels near the head (the avatar must be clear there) and the person's hair and
-beard beyond the bare template (within :data:`HEAD_MARGIN`). A body avatar answers for the
-whole person.
+The segmenter finds the whole person; a head avatar is a head and a neck. Person pixels near
+the head but past the base of the neck (where the neck goes on into the shoulders) carry no
+weight, so the avatar is not asked to grow a torso. Person pixels far from the tracked head
+(the shoulders and chest, a raised hand) are :data:`CLEAR`: the avatar must be transparent
+there, whatever the segmenter says, so Gaussians cannot spread where no frame holds them in
+check. Everything else counts as it is: background pixels near the head and the person's
+hair and beard beyond the bare template (within :data:`HEAD_MARGIN`). A body avatar answers
+for the whole person.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from avatarcli.templates.template import Pose, Template
 HEAD_MARGIN = 0.05  # metres around the bare head that hair, a beard or a hat may fill
 NECK_BASE = 0.05  # the lowest fraction of the head template's vertices: the cut of the neck
 PERSON = 0.25  # a pixel is the person's above this probability
+# pixel weights: counted as the frame shows it, ignored, or background whatever the frame shows
+COUNT, IGNORE, CLEAR = 255, 0, 128
 
 
 @torch.no_grad()
@@ -67,8 +71,9 @@ def dilate(masks: Tensor, radius: int) -> Tensor:
 
 @torch.no_grad()
 def head_weights(template: Template, poses: Pose, betas: Tensor | None, cameras: Cameras, person: Tensor) -> Tensor:
-    """Pixel weights (T, H, W) uint8 for a head avatar: 0 on person pixels away from the head
-    or below the neck's cut, 255 elsewhere.
+    """Pixel weights (T, H, W) uint8 for a head avatar: :data:`IGNORE` on person pixels near
+    the head below the neck's cut, :data:`CLEAR` on person pixels away from the head,
+    :data:`COUNT` elsewhere.
 
     Args:
         poses: T poses in the camera's world; cameras: the video camera (one).
@@ -94,5 +99,7 @@ def head_weights(template: Template, poses: Pose, betas: Tensor | None, cameras:
     along = (xs[None] - base[:, 0, None, None]) * up[:, 0, None, None] + (ys[None] - base[:, 1, None, None]) * up[:, 1, None, None]
     below = along < 0
     is_person = person > round(PERSON * 255)
-    ignore = is_person & (~near | below)
-    return torch.where(ignore, 0, 255).to(torch.uint8)
+    out = torch.full(person.shape, COUNT, dtype=torch.uint8)
+    out[is_person & near & below] = IGNORE
+    out[is_person & ~near] = CLEAR
+    return out

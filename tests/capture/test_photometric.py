@@ -7,6 +7,7 @@ import math
 import torch
 
 from avatarcli.capture.photometric import LossWeights, PhotometricLoss, masked_psnr, masked_ssim, ssim_map
+from avatarcli.capture.regions import CLEAR, COUNT
 from avatarcli.generate.distributed import Share, whole
 from avatarcli.generate.guidance.protocol import Scene
 
@@ -53,6 +54,24 @@ def test_ignored_pixels_carry_no_gradient():
     counted = float(images.grad[..., 20:, :].abs().max())
     assert float(images.grad[..., :5, :].abs().max()) < 1e-6 * counted and float(alphas.grad[..., :5, :].abs().max()) < 1e-6 * counted
     assert counted > 0 and float(alphas.grad[..., 20:, :].abs().sum()) > 0
+
+
+def test_clear_pixels_are_background_whatever_the_segmenter_says():
+    """A person the avatar does not model, away from the head (a hand, the shoulders), is
+    background to the loss: opacity there costs, a transparent render there costs nothing."""
+    frames, person = _data(w=40)
+    person[:] = 255  # the segmenter finds the person everywhere
+    weights = torch.full(person.shape, COUNT, dtype=torch.uint8)
+    weights[:, :, :20] = CLEAR
+    loss = PhotometricLoss(frames, person, weights, torch.device("cpu"))
+    idx = torch.tensor([1])
+    target, mask, weight = loss.targets(idx)
+    assert bool((mask[..., :20, :] == 0).all()) and bool((mask[..., 20:, :] == 1).all()) and bool((weight == 1).all())
+    right = torch.zeros(1, 24, 40, 1)
+    right[..., 20:, :] = 1.0
+    clear, _ = loss.loss(target * right, None, [], 0.5, torch.Generator().manual_seed(1), _scene(idx, right))
+    covered, _ = loss.loss(target, None, [], 0.5, torch.Generator().manual_seed(1), _scene(idx, torch.ones_like(right)))
+    assert float(clear) < 1e-6 and float(covered) > 0.01
 
 
 def test_shares_of_a_step_add_up_to_the_whole_step():

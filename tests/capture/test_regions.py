@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from avatarcli.capture.frames import video_cameras
-from avatarcli.capture.regions import dilate, head_weights, template_silhouettes
+from avatarcli.capture.regions import CLEAR, COUNT, IGNORE, dilate, head_weights, template_silhouettes
 from avatarcli.motion.fitting import Camera
 
 
@@ -23,9 +23,13 @@ def test_the_body_under_a_head_and_a_raised_hand_do_not_count(head_template):
     person[:, bottom - 2 :, 20:76] = True  # shoulders and chest below the neck
     person[:, 2:12, 2:10] = True  # a hand raised beside the head, far from it
     weights = head_weights(tpl, pose, None, cams, (person.to(torch.uint8) * 255))
-    counts = weights > 0
+    counts = weights == COUNT
     assert bool(counts[head & (torch.arange(96)[None, :, None] < bottom - 12)].all())  # the head counts, down to the neck
-    assert not bool(counts[:, bottom + 3 :, 20:76].any())  # the chest does not
-    assert not bool(counts[:, 2:12, 2:10].any())  # nor the hand
+    body = torch.zeros_like(person)
+    body[:, bottom - 2 :, 20:76] = True
+    chest = weights[body & ~dilate(head, 1)]
+    assert chest.numel() > 0 and not bool((chest == COUNT).any())  # the chest does not count as it is:
+    assert bool((chest == IGNORE).any()) and bool((chest == CLEAR).any())  # ignored under the neck, clear away from it
+    assert bool((weights[:, 2:12, 2:10] == CLEAR).all())  # the hand far from the head must stay clear of Gaussians
     assert bool(counts[~person].all())  # the background counts everywhere
     assert bool(dilate(head, 2).sum() > head.sum())
