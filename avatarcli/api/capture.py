@@ -56,7 +56,7 @@ class CaptureOptions:
     seed: int = 0
     refine_steps: int = 100
     checkpoint_every: int = 500
-    pose_dependent: bool = True
+    pose_dependent: bool = False
     template: str | Path | None = None
     device: str = "auto"
     relightable: bool = False

@@ -74,7 +74,7 @@ class CaptureSettings:
     loss: LossWeights = field(default_factory=LossWeights)
     prior: PriorWeights = field(default_factory=PriorWeights)
     relightable: bool = False
-    pose_dependent: bool = True
+    pose_dependent: bool = False
 
     def check(self) -> None:
         """Raise AvatarError for settings out of range."""

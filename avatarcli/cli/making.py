@@ -273,7 +273,12 @@ def capture(
         bool, typer.Option("--force", help="Replace a NAME.ckpt or NAME.unfinished.avatar beside the output that no run wrote.")
     ] = False,
     relightable: RelightOpt = False,
-    pose_dependent: Annotated[bool, typer.Option(help="Fit offsets of position, colour, scale and opacity that follow the pose.")] = True,
+    pose_dependent: Annotated[
+        bool,
+        typer.Option(
+            help="Fit offsets of position, colour, scale and opacity that follow the pose (off until its gauge shows the gain on a GPU)."
+        ),
+    ] = False,
     template: TemplateOpt = None,
     device: DeviceOpt = "auto",
 ) -> None:

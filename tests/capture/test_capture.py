@@ -119,10 +119,11 @@ def test_a_person_the_segmenter_cannot_find_is_refused(tmp_path, head_video, mon
 @pytest.mark.slow
 def test_an_interrupted_capture_resumes_where_it_stopped(tmp_path, head_video):
     """SIGTERM after a checkpoint: exit 130 with the checkpoint and the avatar so far saved;
-    --resume then finishes the run as an uninterrupted one does."""
+    --resume then finishes the run as an uninterrupted one does (the pose-dependent model too)."""
     from helpers import sigterm_when
 
-    short = ("--steps", "40", "--resolution", "96", "--batch", "2", "-k", "1", "--device", "cpu", "--fov", "30", "--holdout", "0.2")
+    short = ("--steps", "40", "--resolution", "96", "--batch", "2", "-k", "1", "--device", "cpu", "--fov", "30", "--holdout", "0.2",
+             "--pose-dependent")  # fmt: skip
     whole = tmp_path / "whole.avatar"
     r = run_cli("capture", str(head_video), *short, "--checkpoint-every", "0", "-o", str(whole))
     assert r.code == 0, r.stderr
@@ -134,7 +135,8 @@ def test_an_interrupted_capture_resumes_where_it_stopped(tmp_path, head_video):
     r = run_cli(*args, "--resume")
     assert r.code == 0, r.stderr
     a, b = avatar_file.load(whole), avatar_file.load(out)
-    assert len(a) == len(b)
+    assert len(a) == len(b) and a.pose_dependent is not None and b.pose_dependent is not None
+    assert torch.allclose(a.pose_dependent.latents, b.pose_dependent.latents, atol=1e-5)
     for name in ("means", "log_scales", "quats", "opacity_logits", "sh"):
         assert torch.allclose(getattr(a.gaussians, name), getattr(b.gaussians, name), atol=1e-5), name
     assert a.meta["capture"]["holdout"]["psnr"] == pytest.approx(b.meta["capture"]["holdout"]["psnr"], abs=1e-3)
