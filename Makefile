@@ -27,13 +27,11 @@ demo: venv
 
 GPU_PY ?= python3
 GPU_SITE ?= /tmp/avatarcli-site
-GPU_ENV = PYTHONPATH=$(GPU_SITE):$(CURDIR) TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16
+# bench/on_gpu.sh installs the wheels (or the packed site folder) into GPU_SITE once and
+# builds gsplat's CUDA kernels (about a minute) before the suite starts
 gpu-test:
-	mkdir -p $(GPU_SITE)
-	if [ -f .whl/site.tar.xz ]; then tar -xJf .whl/site.tar.xz -C $(GPU_SITE); \
-	else $(GPU_PY) -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $(GPU_SITE) .whl/*.whl; fi
-	$(GPU_ENV) $(GPU_PY) -c "from gsplat.cuda._backend import _C"  # gsplat builds its CUDA kernels once (about a minute)
-	$(GPU_ENV) $(GPU_PY) -m pytest -p no:cacheprovider -m cuda -n 4 -v --durations=0 tests/cuda
+	PYTHON=$(GPU_PY) AVATARCLI_SITE=$(GPU_SITE) bash bench/on_gpu.sh \
+		"$(GPU_PY) -m pytest -p no:cacheprovider -m cuda -n 4 -v --durations=0 tests/cuda"
 
 lint:
 	$(PY) -m ruff check avatarcli tests bench

@@ -6,9 +6,11 @@
 #
 #     bash bench/on_gpu.sh "python3 bench/capture.py --kind head" "python3 bench/reconstruct.py --kind body"
 #
-# Each command's output goes to the terminal and to $OUT/log.txt (OUT defaults to bench/out).
+# $PYTHON names the interpreter (default python3). Each command's output goes to the
+# terminal and to $OUT/log.txt (OUT defaults to bench/out).
 set -uo pipefail
 SITE=${AVATARCLI_SITE:-/tmp/avatarcli-site}
+PY=${PYTHON:-python3}
 export OUT=${OUT:-bench/out}
 mkdir -p "$OUT"
 if [ ! -d "$SITE/gsplat" ]; then
@@ -16,12 +18,12 @@ if [ ! -d "$SITE/gsplat" ]; then
     if [ -f .whl/site.tar.xz ]; then
         tar -xJf .whl/site.tar.xz -C "$SITE"
     else
-        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" .whl/*.whl
+        "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" .whl/*.whl
     fi
 fi
 export PYTHONPATH=$SITE:$PWD TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16
 start=$(date +%s)
-python3 -c "from gsplat.cuda._backend import _C" || exit 1
+"$PY" -c "from gsplat.cuda._backend import _C" || exit 1
 echo "### gsplat ready in $(($(date +%s) - start)) s; $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader)" | tee -a "$OUT/log.txt"
 status=0
 for cmd in "$@"; do

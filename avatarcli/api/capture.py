@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -20,7 +20,7 @@ from avatarcli.generate.run_files import check_run_files
 from avatarcli.generate.trainer import StepReport, Trainer
 from avatarcli.model.avatar import Avatar, history_entry
 from avatarcli.motion.landmarks import load_mediapipe
-from avatarcli.motion.tracking import Progress, TrackSettings, span_seconds
+from avatarcli.motion.tracking import Progress, span_seconds
 from avatarcli.motion.video import VideoInfo, probe_video
 from avatarcli.render.cameras import Cameras
 from avatarcli.templates.loading import load_template
@@ -28,43 +28,23 @@ from avatarcli.templates.template import Pose
 
 
 @dataclass
-class CaptureOptions:
-    """How ``capture`` runs; ``None`` takes the kind's default.
+class CaptureOptions(CaptureSettings):
+    """How ``capture`` runs: what is fitted (:class:`~avatarcli.capture.fit.CaptureSettings`:
+    the tracking, ``holdout``, ``steps``, ``batch``, ``resolution``, ``points_per_triangle``,
+    ``seed``, ``refine_steps``, ``relightable``, ``pose_dependent``; ``None`` takes the kind's
+    default) and where and how the run goes.
 
     Attributes:
         model: "head" (a talking-head video) or "body" (a whole person, turning around).
-        track: the span (``start``/``end``), the camera's field of view and elevation, the
-            smoothing, as for ``avatar track``.
-        holdout: the last fraction of the span kept out of training and scored.
-        steps, batch, resolution, points_per_triangle, seed, refine_steps: see
-            :class:`~avatarcli.capture.fit.CaptureSettings`.
         checkpoint_every: steps between checkpoints (0: only at the end and on interruption).
-        relightable: learn materials and the video's light instead of colours.
-        pose_dependent: fit offsets that follow the pose (creases, cloth; see
-            :mod:`avatarcli.model.pose_dependent`).
         template: a user's SMPL-X / FLAME file or folder.
         device: "auto", "cpu", "cuda" or "cuda:N".
     """
 
     model: str = "head"
-    track: TrackSettings = field(default_factory=TrackSettings)
-    holdout: float = 0.0
-    steps: int | None = None
-    batch: int | None = None
-    resolution: int = 512
-    points_per_triangle: int | None = None
-    seed: int = 0
-    refine_steps: int = 100
     checkpoint_every: int = 500
-    pose_dependent: bool = False
     template: str | Path | None = None
     device: str = "auto"
-    relightable: bool = False
-
-    def settings(self) -> CaptureSettings:
-        return CaptureSettings(self.track, self.holdout, self.steps, self.batch, self.resolution, self.points_per_triangle,
-                               self.seed, self.refine_steps, pose_dependent=self.pose_dependent,
-                               relightable=self.relightable)  # fmt: skip
 
 
 @dataclass
@@ -114,7 +94,7 @@ def check_capture_inputs(
     o = options
     check_kind(o.model)
     check_seed(o.seed)
-    settings = o.settings()
+    settings = CaptureSettings(**{f.name: getattr(o, f.name) for f in fields(CaptureSettings)})  # what is fitted, recorded
     settings.check()
     resolve_device(o.device)
     if o.checkpoint_every < 0:
