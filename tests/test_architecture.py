@@ -8,7 +8,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "avatarcli"
 LAYERS = [
-    {"errors", "fileio", "devices", "console", "signals", "rotations", "geometry", "__init__"},
+    {"errors", "fileio", "devices", "console", "signals", "rotations", "geometry", "ffmpeg", "__init__"},
     {"templates"},
     {"model"},
     {"motion"},

@@ -18,6 +18,7 @@ import imageio.v3 as iio
 import numpy as np
 
 from avatarcli.errors import AvatarError
+from avatarcli.ffmpeg import ffmpeg_exe
 from avatarcli.fileio import atomic_folder, atomic_path
 from avatarcli.signals import interruptions_held
 
@@ -95,6 +96,8 @@ class FrameWriter:
         self.crf, self.preset, self.force = crf, preset, force
         if self.kind == "mp4" and (size[0] % 2 or size[1] % 2):
             raise AvatarError(f"an .mp4 needs even width and height (got {size[0]}x{size[1]})")
+        if self.kind == "mp4":
+            ffmpeg_exe()  # refused before any frame is rendered
         self._queue: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=64)
         self._error: BaseException | None = None
         self._ended = False  # the encoder thread has taken the end-of-frames marker

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from avatarcli.errors import AvatarError
+from avatarcli.ffmpeg import ffmpeg_exe
 from avatarcli.fileio import check_input
 
 # frames per second above which a "video" is probably an image sequence read wrongly
@@ -79,6 +80,7 @@ def probe_video(path: str | Path) -> VideoInfo:
     if p.is_dir():
         raise AvatarError(f"{p} is a folder, not a video")
     check_input(p, "video", limit=MAX_VIDEO_BYTES)  # a device, a named pipe
+    ffmpeg_exe()  # no ffmpeg is not "not a video"
     try:
         meta, gen = _open(p)
     except (OSError, RuntimeError, StopIteration, ValueError, IndexError) as exc:
