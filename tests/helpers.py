@@ -36,20 +36,35 @@ def patch_api(monkeypatch, name: str, replacement) -> None:  # type: ignore[no-u
     assert found, f"no module of avatarcli.api uses {name}"
 
 
+def _process_environment() -> dict[str, str]:
+    """A child ``avatar``'s environment: this checkout's code, one CPU thread (so that runs
+    compared with each other add their floats in the same order)."""
+    import os
+    from pathlib import Path
+
+    return {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+
+
+def run_process(args: list[str], cwd, timeout: float = 600.0) -> tuple[int, str]:  # type: ignore[no-untyped-def]
+    """Run ``python -m avatarcli ARGS`` in a fresh process as :func:`sigterm_when` does; its
+    exit status and stderr."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "avatarcli", *args], cwd=cwd, env=_process_environment(), capture_output=True,
+                          text=True, timeout=timeout)  # fmt: skip
+    return proc.returncode, proc.stderr
+
+
 def sigterm_when(args: list[str], cwd, ready, what: str, wait: float = 120.0) -> tuple[int, str]:  # type: ignore[no-untyped-def]
     """Run ``python -m avatarcli ARGS`` (this checkout's code) in ``cwd``, send it SIGTERM once
     ``ready()`` holds, and return its exit status and stderr. Fails the test when ``what``
     (the awaited state) does not come within ``wait`` seconds, or the command is still
     running ``wait`` seconds after the signal."""
-    import os
     import signal
     import subprocess
     import time
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "avatarcli", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "avatarcli", *args], cwd=cwd, env=_process_environment(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     deadline = time.monotonic() + wait
     while not ready():

@@ -211,7 +211,8 @@ def fit_body(
     """
     dev = fit_device(device)
     with fitting_on(dev):
-        return _fit(body, template, camera, fps, name, smoothing, on_step, dev)
+        # the template wherever it lives: the fit reads it on the CPU and moves what it builds to ``dev``
+        return _fit(body, template.to("cpu"), camera, fps, name, smoothing, on_step, dev)
 
 
 def _fit(

@@ -94,13 +94,15 @@ class PointModel:
         joints: Tensor | None = None,
         eyes: Tensor | None = None,
     ) -> None:
+        # built on the CPU whatever device the template and the indices are on (a template
+        # on a GPU hands out its embeddings there); :meth:`to` moves the model afterwards
         t = template.to("cpu")
         empty = torch.zeros(0, dtype=torch.long)
-        faces = empty if faces is None else faces.long()
-        bary = torch.zeros(0, 3) if bary is None else bary.float()
-        vertices = empty if vertices is None else vertices.long()
-        self.joint_idx = empty if joints is None else joints.long()
-        self.eye_idx = empty if eyes is None else eyes.long()
+        faces = empty if faces is None else faces.long().cpu()
+        bary = torch.zeros(0, 3) if bary is None else bary.float().cpu()
+        vertices = empty if vertices is None else vertices.long().cpu()
+        self.joint_idx = empty if joints is None else joints.long().cpu()
+        self.eye_idx = empty if eyes is None else eyes.long().cpu()
         corners = t.faces[faces]  # (L, 3)
         sub, inverse = torch.unique(torch.cat([corners.reshape(-1), vertices]), return_inverse=True)
         # each surface point and vertex point as a mix of the posed vertices (L + K, n)
