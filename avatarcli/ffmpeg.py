@@ -9,33 +9,28 @@ before any rendering or fitting has been spent on a video that could never be wr
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 
 from avatarcli.errors import AvatarError
 
-_found: str | None = None
 
-
+@functools.cache  # a failure raises, so it is looked for again next time
 def ffmpeg_exe() -> str:
     """The path of a runnable ffmpeg; AvatarError naming the remedies when there is none."""
-    global _found
-    if _found is not None:
-        return _found
     import imageio_ffmpeg
 
     try:
         exe = imageio_ffmpeg.get_ffmpeg_exe()
     except RuntimeError:
         exe = None
-    named = os.environ.get("IMAGEIO_FFMPEG_EXE")
-    runnable = exe is not None and (shutil.which(exe) is not None or (os.path.isfile(exe) and os.access(exe, os.X_OK)))
-    if not runnable:
+    found = shutil.which(exe) if exe else None  # a name on the PATH, or a path to an executable file
+    if found is None:
+        named = os.environ.get("IMAGEIO_FFMPEG_EXE")
         where = f"IMAGEIO_FFMPEG_EXE names {named}, which is not a runnable program" if named else "no ffmpeg program was found"
         raise AvatarError(
             f"videos need ffmpeg and {where}: install ffmpeg (e.g. apt install ffmpeg) or reinstall imageio-ffmpeg, "
             "or set IMAGEIO_FFMPEG_EXE to an ffmpeg program; PNG frames (-o a folder) need no ffmpeg"
         )
-    assert exe is not None
-    _found = exe
-    return exe
+    return found

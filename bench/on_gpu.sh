@@ -36,7 +36,9 @@ status=0
 for cmd in "$@"; do
     echo "### $(date -u +%FT%TZ) $cmd" | tee -a "$OUT/log.txt"
     start=$(date +%s)
-    bash -c "$cmd" 2>&1 | tee -a "$OUT/log.txt" || status=1
-    echo "### exit ${PIPESTATUS[0]} after $(($(date +%s) - start)) s" | tee -a "$OUT/log.txt"
+    bash -c "$cmd" 2>&1 | tee -a "$OUT/log.txt"
+    rc=${PIPESTATUS[0]}
+    [ "$rc" -eq 0 ] || status=1
+    echo "### exit $rc after $(($(date +%s) - start)) s" | tee -a "$OUT/log.txt"
 done
 exit $status

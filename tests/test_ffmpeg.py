@@ -24,12 +24,13 @@ def no_ffmpeg(monkeypatch, tmp_path):  # type: ignore[no-untyped-def]
     fake.write_bytes(b"\x7fELF not really")
     fake.chmod(0o644)
     monkeypatch.setenv("IMAGEIO_FFMPEG_EXE", str(fake))
-    monkeypatch.setattr(ffmpeg, "_found", None)
-    return fake
+    ffmpeg.ffmpeg_exe.cache_clear()
+    yield fake
+    ffmpeg.ffmpeg_exe.cache_clear()
 
 
 def test_a_runnable_ffmpeg_is_found():
-    ffmpeg._found = None
+    ffmpeg.ffmpeg_exe.cache_clear()
     assert ffmpeg.ffmpeg_exe()
 
 

@@ -147,11 +147,7 @@ def prepare(
     finally:
         footage = recorder.finish(info.fps)
     kept = footage.index
-    poses = tracked.fitted.world_poses().index(kept)
-    missing = template.num_expression - poses.expression.shape[1]
-    if missing > 0:  # a body's tracking fits no face: its expressions start at rest
-        rest = poses.expression.new_zeros(poses.batch, missing)
-        poses = Pose(poses.rotations, torch.cat([poses.expression, rest], dim=1), poses.translation)
+    poses = tracked.fitted.world_poses(template).index(kept)
     n = len(footage)
     held = math.floor(n * settings.holdout)
     train = torch.arange(n - held)

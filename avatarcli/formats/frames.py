@@ -94,9 +94,9 @@ class FrameWriter:
         self.kind = output_kind(path)
         self.fps, self.size, self.stem, self.frames = fps, size, stem, frames
         self.crf, self.preset, self.force = crf, preset, force
-        if self.kind == "mp4" and (size[0] % 2 or size[1] % 2):
-            raise AvatarError(f"an .mp4 needs even width and height (got {size[0]}x{size[1]})")
         if self.kind == "mp4":
+            if size[0] % 2 or size[1] % 2:
+                raise AvatarError(f"an .mp4 needs even width and height (got {size[0]}x{size[1]})")
             ffmpeg_exe()  # refused before any frame is rendered
         self._queue: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=64)
         self._error: BaseException | None = None

@@ -23,7 +23,7 @@ from smplx.lbs import batch_rodrigues
 from torch import Tensor
 
 from avatarcli.errors import AvatarError
-from avatarcli.motion.motion import Motion
+from avatarcli.motion.motion import Motion, to_template_poses
 from avatarcli.templates.template import Pose, Template, rigid_transforms
 
 DEFAULT_FOV = 40.0
@@ -94,15 +94,13 @@ class PointModel:
         joints: Tensor | None = None,
         eyes: Tensor | None = None,
     ) -> None:
-        # built on the CPU whatever device the template and the indices are on (a template
-        # on a GPU hands out its embeddings there); :meth:`to` moves the model afterwards
         t = template.to("cpu")
         empty = torch.zeros(0, dtype=torch.long)
-        faces = empty if faces is None else faces.long().cpu()
-        bary = torch.zeros(0, 3) if bary is None else bary.float().cpu()
-        vertices = empty if vertices is None else vertices.long().cpu()
-        self.joint_idx = empty if joints is None else joints.long().cpu()
-        self.eye_idx = empty if eyes is None else eyes.long().cpu()
+        faces = empty if faces is None else faces.long()
+        bary = torch.zeros(0, 3) if bary is None else bary.float()
+        vertices = empty if vertices is None else vertices.long()
+        self.joint_idx = empty if joints is None else joints.long()
+        self.eye_idx = empty if eyes is None else eyes.long()
         corners = t.faces[faces]  # (L, 3)
         sub, inverse = torch.unique(torch.cat([corners.reshape(-1), vertices]), return_inverse=True)
         # each surface point and vertex point as a mix of the posed vertices (L + K, n)
@@ -186,10 +184,12 @@ class Fitted:
     origin: Tensor
     betas: Tensor
 
-    def world_poses(self) -> Pose:
-        """Every frame's pose (T) in the camera's world, as the video shows it."""
-        m = self.motion
-        return Pose(m.rotations, m.expression, m.translation + self.origin)
+    def world_poses(self, template: Template) -> Pose:
+        """Every frame's pose (T) for ``template`` in the camera's world, as the video shows it,
+        on the CPU (expressions cut or zero-padded to the template's, as for any motion: a
+        body's tracking fits no face)."""
+        pose = to_template_poses(self.motion, template)[0].to("cpu")
+        return Pose(pose.rotations, pose.expression, pose.translation + self.origin)
 
 
 def fit_device(device: torch.device | str | None) -> torch.device:

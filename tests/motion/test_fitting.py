@@ -173,7 +173,7 @@ def test_body_fit_recovers_a_wave_from_exact_landmarks(body_template):
     fit = fitted.motion
     acc = body_accuracy(fit, truth, tpl).summary()
     # where the body stood in the camera's world, not only how it moved (what capture renders)
-    placed = fitted.world_poses().translation - (poses.translation + torch.tensor([0.0, -0.3, -4.0]))
+    placed = fitted.world_poses(tpl).translation - (poses.translation + torch.tensor([0.0, -0.3, -4.0]))
     assert float(placed.norm(dim=-1).max()) < 0.05, placed
     assert fitted.betas.shape == (tpl.num_betas,)
     assert fit.kind == "body" and fit.rotations.shape == (t, 55, 3)
